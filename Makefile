@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow data install bench clean
+
+# torch/torchvision are pinned to the releases that ship as local wheels on the project's
+# machines (see README); everything else comes from pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST from Debian's package when apt is there (root, or sudo without a password).
+data:
+	@if [ -f $(FMNIST) ]; then echo "Fashion-MNIST: $(dir $(FMNIST))"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST not found at $(dir $(FMNIST)): install Debian's dataset-fashion-mnist, or pass --data-dir DIR holding the four IDX files, or add --set download=true when online"; fi
+
+demo: $(STAMP) data
+	$(BIN)/selfsup train
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) data
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+bench: $(STAMP) data
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,141 @@
+"""Images per second of one training step, with and without the data pipeline.
+
+    python benchmarks/throughput.py --method simclr --backbone resnet18 \
+        --backbone-args '{"small_stem": true}' --image-size 32 --batch-size 256
+
+Three timings, each the median over ``--steps`` steps after ``--warmup`` steps:
+  * model:  forward + backward + optimizer step on views already in memory;
+  * data:   the DataLoader alone (decode → views → collate);
+  * full:   the training loop as it runs, loader included; ``data_wait_share`` is the fraction
+            of the full step spent waiting for the next batch.
+Prints one JSON object (and writes it with --output). Images/s counts images, not views.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Dict, List
+
+import torch
+
+from selfsup.backbones import build_backbone
+from selfsup.config import OptimConfig
+from selfsup.data import ViewDataset, load_dataset
+from selfsup.engine.optim import build_optimizer, split_decay_groups
+from selfsup.methods import METHODS, build_method
+from selfsup.transforms import MultiViewTransform
+
+
+def _median_rate(times: List[float], batch: int) -> float:
+    return batch / statistics.median(times)
+
+
+def build(args: argparse.Namespace, dataset):
+    torch.manual_seed(0)
+    backbone = build_backbone(args.backbone, in_channels=dataset.info.num_channels, **json.loads(args.backbone_args))
+    method = build_method(args.method, backbone, json.loads(args.method_args))
+    decay, no_decay = split_decay_groups(method.named_parameters(), True)
+    optimizer = build_optimizer(OptimConfig(name=args.optimizer), [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], args.batch_size)
+    return method, optimizer
+
+
+def train_step(method, optimizer, views, channels_last: bool) -> None:
+    if channels_last:
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    loss = method(views).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def measure(args: argparse.Namespace, channels_last: bool) -> Dict[str, float]:
+    dataset = load_dataset(args.data, "train", args.data_dir)
+    views_cfg = METHODS.get(args.method).default_views(image_size=args.image_size)
+    loader = torch.utils.data.DataLoader(
+        ViewDataset(dataset, MultiViewTransform(views_cfg, dataset.info)), batch_size=args.batch_size,
+        shuffle=True, drop_last=True, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
+    )
+    method, optimizer = build(args, dataset)
+    method.train()
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    total = args.warmup + args.steps
+
+    # data pipeline alone
+    data_times, it = [], iter(loader)
+    for i in range(total):
+        start = time.perf_counter()
+        batch = next(it)
+        if i >= args.warmup:
+            data_times.append(time.perf_counter() - start)
+    fixed_views = batch[0]
+
+    # model alone, on one batch of real views held in memory
+    model_times = []
+    for i in range(total):
+        start = time.perf_counter()
+        train_step(method, optimizer, fixed_views, channels_last)
+        if i >= args.warmup:
+            model_times.append(time.perf_counter() - start)
+
+    # the full loop
+    full_times, waits, it = [], [], iter(loader)
+    for i in range(total):
+        start = time.perf_counter()
+        views = next(it)[0]
+        got = time.perf_counter()
+        train_step(method, optimizer, views, channels_last)
+        if i >= args.warmup:
+            full_times.append(time.perf_counter() - start)
+            waits.append(got - start)
+    return {
+        "channels_last": channels_last,
+        "model_img_per_s": round(_median_rate(model_times, args.batch_size), 1),
+        "data_img_per_s": round(_median_rate(data_times, args.batch_size), 1),
+        "full_img_per_s": round(_median_rate(full_times, args.batch_size), 1),
+        "data_wait_share": round(sum(waits) / sum(full_times), 3),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="simclr")
+    p.add_argument("--method-args", default="{}", help="JSON, e.g. '{\"temperature\": 0.5}'")
+    p.add_argument("--backbone", default="resnet18-tiny")
+    p.add_argument("--backbone-args", default="{}", help="JSON, e.g. '{\"small_stem\": true}'")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--data-dir")
+    p.add_argument("--image-size", type=int, default=None, help="view size (default: the dataset's)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--optimizer", default="lars", choices=["lars", "sgd", "adamw"])
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--channels-last", choices=["on", "off", "both"], default="both")
+    p.add_argument("--output", help="also write the JSON here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.channels_last]
+    result = {
+        "method": args.method, "backbone": args.backbone, "backbone_args": json.loads(args.backbone_args),
+        "data": args.data, "image_size": args.image_size, "batch_size": args.batch_size,
+        "num_workers": args.num_workers, "threads": args.threads, "torch": torch.__version__,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores", "runs": [measure(args, m) for m in modes],
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""The ``selfsup`` command line: train, eval, views, export, and what is registered.
+
+Every user error ends in one line, ``selfsup: error: …``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from selfsup.errors import SelfSupError
+
+RECIPES = Path(__file__).parent / "configs"
+
+
+# --------------------------------------------------------------------------- helpers
+def recipe_path(data: str, method: str) -> Optional[Path]:
+    """The packaged recipe ``configs/<dataset>/<method>.yaml`` if there is one."""
+    path = RECIPES / data.split(":")[0] / f"{method}.yaml"
+    return path if path.is_file() else None
+
+
+def _write_json(payload: Dict[str, Any], output: Optional[str]) -> None:
+    text = json.dumps(payload, indent=2, sort_keys=True)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{output}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, output)
+    print(text)
+
+
+def _percent(value: Optional[float]) -> str:
+    return "   —  " if value is None else f"{100 * value:6.2f} %"
+
+
+def format_report(trained: Dict[str, float], floor: Optional[Dict[str, float]], label: str) -> str:
+    """A small table: the trained encoder beside the random-init floor, and the gain."""
+    rows = [("metric", label, "random init (floor)", "gain")]
+    for key, name in (("knn_top1", "kNN top-1"), ("linear_top1", "linear top-1")):
+        if key not in trained:
+            continue
+        base = floor.get(key) if floor else None
+        gain = f"{100 * (trained[key] - base):+.2f} pts" if base is not None else "—"
+        rows.append((name, _percent(trained[key]), _percent(base), gain))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+# --------------------------------------------------------------------------- train
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    from selfsup.config import config_help
+
+    epilog = ["all config keys (override with --set KEY=VALUE; defaults shown, recipes may change them):"]
+    for key, default, doc in config_help():
+        epilog.append(f"  {key} = {default!r}")
+        if doc:
+            epilog.extend(textwrap.wrap(doc, 88, initial_indent="      ", subsequent_indent="      "))
+    p = sub.add_parser(
+        "train",
+        help="pre-train an encoder (default: SimCLR on Fashion-MNIST, CPU-sized)",
+        description="Pre-train an encoder with a self-supervised method, then report kNN and linear "
+        "accuracy beside a randomly initialised backbone (the floor). Without --config the packaged "
+        "recipe configs/<data>/<method>.yaml is used when one exists.",
+        epilog="\n".join(epilog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", action="append", default=[], help="YAML recipe(s), later ones win")
+    p.add_argument("--method", help="method name (`selfsup methods`); default simclr")
+    p.add_argument("--data", help="fashion-mnist | cifar10 | cifar100 | stl10 | folder:PATH")
+    p.add_argument("--data-dir", help="where the dataset files are")
+    p.add_argument("--backbone", help="backbone name (`selfsup backbones`)")
+    p.add_argument("--epochs", type=int, help="training epochs (paper recipes: 100–1000)")
+    p.add_argument("--batch-size", type=int, help="images per process per step (SimCLR: 256–4096)")
+    p.add_argument("--output-dir", help="where checkpoints and logs go (default runs/<method>-<data>)")
+    p.add_argument("--num-workers", type=int, help="data-loading processes")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from last.ckpt")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=0.1")
+    p.add_argument("--no-eval", action="store_true", help="skip the final kNN/linear evaluation")
+    p.set_defaults(func=cmd_train)
+
+
+def build_train_config(args: argparse.Namespace):
+    from selfsup.config import make_config, parse_override
+    from selfsup.engine import LAST_CHECKPOINT, read_checkpoint_config
+
+    flags = {
+        "method": args.method, "data": args.data, "data_dir": args.data_dir, "backbone": args.backbone,
+        "epochs": args.epochs, "batch_size": args.batch_size, "output_dir": args.output_dir,
+        "num_workers": args.num_workers,
+    }
+    flags = {k: v for k, v in flags.items() if v is not None}
+    overrides = [flags] + [parse_override(s) for s in args.set]
+    if args.resume:
+        if not args.output_dir:
+            raise SelfSupError("--resume needs --output-dir (the folder holding last.ckpt)")
+        stored = read_checkpoint_config(Path(args.output_dir) / LAST_CHECKPOINT)["config"]
+        return make_config(base=stored, files=args.config, overrides=overrides)
+    files = list(args.config)
+    if not files:
+        recipe = recipe_path(flags.get("data", "fashion-mnist"), flags.get("method", "simclr"))
+        if recipe is not None:
+            files = [recipe]
+            print(f"recipe: {recipe}", file=sys.stderr)
+    return make_config(files=files, overrides=overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from selfsup.engine import train
+
+    config = build_train_config(args)
+    result = train(config, resume=args.resume)
+    print(f"trained {config.method} for {result.epochs} epochs ({result.steps} steps) in {result.seconds / 60:.1f} min; "
+          f"checkpoint: {result.last_checkpoint}")
+    if args.no_eval or not (config.eval.knn or config.eval.linear):
+        return 0
+    report = evaluate_run(config, result.last_checkpoint)
+    _write_json(report, str(Path(config.output_dir) / "eval.json"))
+    print(format_report(report["trained"], report.get("random_init"), f"{config.method}, {result.epochs} ep"))
+    return 0
+
+
+def evaluate_run(config, checkpoint: Path) -> Dict[str, Any]:
+    """kNN + linear for the trained encoder and (optionally) the random-init floor."""
+    from selfsup.data import load_dataset
+    from selfsup.evaluation import FeatureCache, evaluate_encoder, load_encoder
+    from selfsup.evaluation.suite import EvalSettings
+
+    data = config.eval_data or config.data
+    train_set = load_dataset(data, "train", config.data_dir, config.download)
+    if train_set.info.num_classes == 0:
+        print(f"no labels in {data}: skipping evaluation (set eval_data to a labelled dataset)", file=sys.stderr)
+        return {}
+    test_set = load_dataset(data, "test", config.data_dir, config.download)
+    ev = config.eval
+    protocols = [p for p in ("knn", "linear") if getattr(ev, p)]
+    settings = EvalSettings(knn_k=ev.knn_k, knn_temperature=ev.knn_temperature, linear_epochs=ev.linear_epochs,
+                            batch_size=ev.batch_size, image_size=config.views.get("image_size"))
+    cache = FeatureCache(Path(config.output_dir) / "features")
+    trained = load_encoder(str(checkpoint))
+    report: Dict[str, Any] = {"data": data, "checkpoint": str(checkpoint), "protocols": protocols}
+    report["trained"] = evaluate_encoder(trained.encoder, train_set, test_set, protocols, settings, cache, trained.source)
+    if ev.floor:
+        floor = load_encoder("random", trained.backbone, trained.backbone_args, trained.in_channels, seed=config.seed)
+        report["random_init"] = evaluate_encoder(floor.encoder, train_set, test_set, protocols, settings, cache, floor.source)
+    return report
+
+
+# --------------------------------------------------------------------------- eval
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate an encoder: kNN or linear probe, JSON out")
+    protocols = p.add_subparsers(dest="protocol", required=True)
+    for name, help_text in (("knn", "weighted kNN on frozen features (Wu et al. 2018)"),
+                            ("linear", "linear classifier on frozen features (the linear protocol)")):
+        q = protocols.add_parser(name, help=help_text)
+        q.add_argument("--checkpoint", required=True, help="a .ckpt from `selfsup train`, an exported encoder, or 'random'")
+        q.add_argument("--data", default="fashion-mnist", help="labelled dataset (needs train and test splits)")
+        q.add_argument("--data-dir")
+        q.add_argument("--backbone", help="architecture for --checkpoint random (default: the CPU default)")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="backbone kwargs for random init, e.g. width=0.5")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--image-size", type=int, help="evaluation resolution (default: the dataset's)")
+        q.add_argument("--batch-size", type=int, default=512)
+        q.add_argument("--device", default="cpu")
+        q.add_argument("--output", help="JSON file to write")
+        q.add_argument("--cache-dir", help="cache frozen features here (computed once per encoder and data)")
+        if name == "knn":
+            q.add_argument("--k", type=int, default=200, help="neighbours (InstDisc: 200)")
+            q.add_argument("--temperature", type=float, default=0.1, help="vote weight exp(sim/T) (InstDisc: 0.1)")
+        else:
+            q.add_argument("--epochs", type=int, default=100, help="epochs over the cached features")
+            q.add_argument("--lr", type=float, default=0.1)
+            q.add_argument("--no-batch-norm", action="store_true", help="no affine-free BatchNorm before the linear layer")
+        q.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from selfsup.config import DEFAULT_BACKBONE, parse_override
+    from selfsup.data import load_dataset
+    from selfsup.evaluation import FeatureCache, evaluate_encoder, load_encoder
+    from selfsup.evaluation.suite import EvalSettings
+
+    train_set = load_dataset(args.data, "train", args.data_dir)
+    if train_set.info.num_classes == 0:
+        raise SelfSupError(f"dataset '{args.data}' has no labels; evaluation needs class sub-folders or a labelled dataset")
+    test_set = load_dataset(args.data, "test", args.data_dir)
+    backbone_args: Dict[str, Any] = {}
+    for item in args.set:
+        backbone_args.update(parse_override(item))
+    loaded = load_encoder(args.checkpoint, args.backbone or DEFAULT_BACKBONE, backbone_args,
+                          in_channels=train_set.info.num_channels, seed=args.seed)
+    if loaded.in_channels != train_set.info.num_channels:
+        raise SelfSupError(f"the encoder takes {loaded.in_channels}-channel images but '{args.data}' has {train_set.info.num_channels}")
+    settings = EvalSettings(image_size=args.image_size, batch_size=args.batch_size, device=args.device)
+    if args.protocol == "knn":
+        settings.knn_k, settings.knn_temperature = args.k, args.temperature
+    else:
+        settings.linear_epochs, settings.linear_lr = args.epochs, args.lr
+        settings.linear_batch_norm = not args.no_batch_norm
+    cache = FeatureCache(args.cache_dir) if args.cache_dir else None
+    metrics = evaluate_encoder(loaded.encoder, train_set, test_set, [args.protocol], settings, cache, loaded.source)
+    payload = {**metrics, "checkpoint": args.checkpoint, "backbone": loaded.backbone, "data": args.data}
+    _write_json(payload, args.output)
+    return 0
+
+
+# --------------------------------------------------------------------------- small commands
+def cmd_methods(args: argparse.Namespace) -> int:
+    from selfsup.methods import METHODS
+
+    for name in METHODS.names():
+        doc = (METHODS.get(name).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:16s} {doc}")
+    return 0
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from selfsup.backbones import BACKBONES, backbone_kwargs
+
+    for name in BACKBONES.names():
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in backbone_kwargs(name).items())
+        print(f"{name:16s} {kwargs}")
+    return 0
+
+
+def cmd_views(args: argparse.Namespace) -> int:
+    from selfsup.config import make_config, parse_override
+    from selfsup.data import load_dataset
+    from selfsup.engine import resolve_views
+    from selfsup.transforms import MultiViewTransform, save_view_grid
+
+    overrides: List[Dict[str, Any]] = [{"method": args.method, "data": args.data}]
+    overrides += [{"views": parse_override(s)} for s in args.set]
+    config = make_config(overrides=overrides)
+    dataset = load_dataset(args.data, "train", args.data_dir)
+    transform = MultiViewTransform(resolve_views(config), dataset.info)
+    path = save_view_grid(dataset, transform, args.output, num_images=args.num_images, seed=args.seed)
+    print(path)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from selfsup.evaluation import export_encoder, load_encoder
+
+    path = export_encoder(load_encoder(args.checkpoint), args.output)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised visual representation learning.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _eval_parser(sub)
+    sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
+    sub.add_parser("backbones", help="list registered backbones and their options").set_defaults(func=cmd_backbones)
+    v = sub.add_parser("views", help="save a PNG grid of augmented views: see what the model sees")
+    v.add_argument("--method", default="simclr")
+    v.add_argument("--data", default="fashion-mnist")
+    v.add_argument("--data-dir")
+    v.add_argument("--num-images", type=int, default=8)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="view option, e.g. crop_scale=[0.2,1.0]")
+    v.add_argument("--output", default="views.png")
+    v.set_defaults(func=cmd_views)
+    e = sub.add_parser("export", help="write the trained encoder alone, for use elsewhere")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--output", required=True)
+    e.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except SelfSupError as err:
+        if args.verbose:
+            raise
+        print(f"selfsup: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("selfsup: interrupted; the last complete checkpoint is intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The Lightning wrapper around a plain :class:`~selfsup.methods.Method`.
+
+Everything engine-specific lives here: optimizer and schedule, logging, the online linear
+probe, the epoch-end kNN monitor, explicit momentum/queue hooks, non-finite loss detection and
+the RNG state that makes ``--resume`` continue exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from selfsup.backbones import build_backbone
+from selfsup.config import TrainConfig
+from selfsup.data import DatasetInfo
+from selfsup.engine.checkpoint import capture_rng_state, restore_rng_state
+from selfsup.engine.optim import build_optimizer, build_scheduler, split_decay_groups
+from selfsup.errors import TrainingDiverged
+from selfsup.evaluation import extract_features, knn_accuracy
+from selfsup.methods import Progress, build_method
+
+CHECKPOINT_KEY = "selfsup"
+
+
+@dataclass
+class KnnMonitorData:
+    """Labelled, un-augmented images for the epoch-end kNN monitor."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int
+
+
+class SelfSupervisedModule(L.LightningModule):
+    """Trains ``config.method`` on ``config.backbone``.
+
+    Args:
+        config: the full training configuration (saved in every checkpoint).
+        info: the training dataset's description (channels, classes, normalisation).
+        knn_data: optional labelled data for the kNN monitor.
+    """
+
+    def __init__(self, config: TrainConfig, info: DatasetInfo, knn_data: Optional[KnnMonitorData] = None) -> None:
+        super().__init__()
+        self.config = config
+        self.info = info
+        self.knn_data = knn_data
+        backbone = build_backbone(config.backbone, in_channels=info.num_channels, **config.backbone_args)
+        self.method = build_method(config.method, backbone, config.method_args)
+        self.probe: Optional[nn.Linear] = None
+        if config.monitor.online_probe and info.num_classes > 0:
+            self.probe = nn.Linear(backbone.feature_dim, info.num_classes)
+        self.channels_last = config.trainer.channels_last and _is_convolutional(backbone)
+        if self.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.method.backbone
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Dict[str, Any]:
+        cfg = self.config.optim
+        decay, no_decay = split_decay_groups(self.method.named_parameters(), cfg.exclude_bias_and_norm)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if self.probe is not None:
+            groups.append({"params": list(self.probe.parameters()), "lr": cfg.probe_lr, "weight_decay": 0.0})
+        global_batch = self.config.batch_size * self.trainer.world_size
+        optimizer = build_optimizer(cfg, groups, global_batch)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+        scheduler = build_scheduler(optimizer, cfg, total_steps, steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _progress(self) -> Progress:
+        return Progress(
+            step=self.global_step,
+            total_steps=max(1, int(self.trainer.estimated_stepping_batches)),
+            epoch=self.current_epoch,
+            total_epochs=self.trainer.max_epochs or 1,
+        )
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Any, batch_idx: int) -> Dict[str, Any]:
+        views, labels, indices = batch
+        if self.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        output = self.method(views, indices)
+        if not torch.isfinite(output.loss):
+            raise TrainingDiverged(
+                f"loss became {output.loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"stopped, the last good checkpoint in {self.config.output_dir} is kept — try a lower optim.lr"
+            )
+        batch_size = views[0].shape[0]
+        logs = {"train/loss": output.loss.detach()}
+        logs.update({f"train/{name}": value for name, value in output.logs.items()})
+        loss = output.loss
+        if self.probe is not None:
+            labelled = labels >= 0
+            if labelled.any():
+                logits = self.probe(output.features.detach()[labelled].float())
+                probe_loss = F.cross_entropy(logits, labels[labelled])
+                loss = loss + probe_loss
+                logs["train/probe_acc"] = (logits.argmax(1) == labels[labelled]).float().mean()
+        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("loss", output.loss.detach(), prog_bar=True, logger=False, batch_size=batch_size)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return {"loss": loss, "output": output}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # After the optimizer step: momentum encoders, queues and banks move here, never in forward.
+        if outputs is not None:
+            self.method.on_step_end(outputs["output"], self._progress())
+
+    def on_train_epoch_end(self) -> None:
+        every = self.config.monitor.knn_every
+        if self.knn_data is None or every <= 0 or (self.current_epoch + 1) % every:
+            return
+        # The monitor must not change the training trajectory: keep the RNG streams untouched.
+        with torch.random.fork_rng(devices=[]):
+            self.log("knn_top1", self.knn_monitor(), prog_bar=True, on_epoch=True, sync_dist=False)
+
+    @torch.no_grad()
+    def knn_monitor(self) -> float:
+        """kNN top-1 of the current backbone on the monitor subsets (a fraction)."""
+        assert self.knn_data is not None
+        cfg = self.config.monitor
+        kwargs = dict(batch_size=512, device=self.device, channels_last=self.channels_last)
+        train_x, train_y = extract_features(self.backbone, self.knn_data.train, **kwargs)
+        test_x, test_y = extract_features(self.backbone, self.knn_data.test, **kwargs)
+        result = knn_accuracy(train_x, train_y, test_x, test_y, self.knn_data.num_classes,
+                              k=min(cfg.knn_k, len(train_y)), temperature=cfg.knn_temperature)
+        return float(result["knn_top1"])
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "config": self.config.to_dict(),
+            "dataset_info": dataclasses.asdict(self.info),
+            "feature_dim": self.backbone.feature_dim,
+            "rng": capture_rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # Lightning calls this before configure_optimizers, which creates the first data
+        # iterator (drawing the loader's seeds): restoring now makes a resumed run draw exactly
+        # what the uninterrupted run drew at the start of the same epoch.
+        rng = checkpoint.get(CHECKPOINT_KEY, {}).get("rng")
+        if rng is not None:
+            restore_rng_state(rng)
+
+
+def _is_convolutional(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) and m.kernel_size != m.stride for m in module.modules())

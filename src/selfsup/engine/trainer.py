@@ -1,0 +1,169 @@
+"""``train(config)``: data → views → method → Lightning Trainer, with safe checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, Subset
+
+from selfsup.config import TrainConfig, _build
+from selfsup.data import ImageDataset, TransformDataset, ViewDataset, load_dataset
+from selfsup.engine.checkpoint import AtomicCheckpointIO
+from selfsup.engine.module import CHECKPOINT_KEY, KnnMonitorData, SelfSupervisedModule
+from selfsup.errors import ConfigError, DataError
+from selfsup.methods import METHODS
+from selfsup.transforms import MultiViewTransform, ViewConfig, eval_transform
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    last_checkpoint: Path
+    epochs: int
+    steps: int
+    seconds: float
+    metrics: Dict[str, float]
+
+
+def resolve_views(config: TrainConfig) -> ViewConfig:
+    """The method's augmentation preset with the config's ``views`` overrides applied."""
+    preset = dataclasses.asdict(METHODS.get(config.method).default_views())
+    preset.update(config.views)
+    views = _build(ViewConfig, preset, prefix="views.")
+    views.validate()
+    return views
+
+
+def build_train_loader(config: TrainConfig, dataset: ImageDataset, views: ViewConfig) -> DataLoader:
+    transform = MultiViewTransform(views, dataset.info)
+    return DataLoader(
+        ViewDataset(dataset, transform),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,  # equal batches: BatchNorm and the contrastive denominators see B images
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def build_knn_monitor(config: TrainConfig, dataset: ImageDataset, views: ViewConfig) -> Optional[KnnMonitorData]:
+    """Fixed random subsets of the labelled train and test splits, un-augmented."""
+    monitor = config.monitor
+    if monitor.knn_every <= 0 or dataset.info.num_classes == 0:
+        return None
+    try:
+        test_set = load_dataset(config.eval_data or config.data, "test", config.data_dir, config.download)
+    except DataError as err:
+        log.warning("kNN monitor off: %s", err)
+        return None
+    transform = eval_transform(dataset.info, views.image_size)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    def subset(ds: ImageDataset, size: int) -> Subset:
+        order = torch.randperm(len(ds), generator=generator)[: min(size, len(ds))]
+        return Subset(TransformDataset(ds, transform), order.tolist())
+
+    return KnnMonitorData(
+        train=subset(dataset, monitor.knn_train_samples),
+        test=subset(test_set, monitor.knn_test_samples),
+        num_classes=dataset.info.num_classes,
+    )
+
+
+def read_checkpoint_config(path: str | Path) -> Dict[str, Any]:
+    """The training config stored in a selfsup checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint '{path}' does not exist")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if CHECKPOINT_KEY not in checkpoint:
+        raise ConfigError(f"'{path}' is not a selfsup training checkpoint (no '{CHECKPOINT_KEY}' entry)")
+    return checkpoint[CHECKPOINT_KEY]
+
+
+def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Pre-train ``config.method`` and return where the checkpoints are.
+
+    With ``resume`` the run continues from ``output_dir/last.ckpt``: same step, same learning
+    rate schedule, same optimizer state and RNG streams as if it had never stopped.
+    """
+    config.validate()
+    output_dir = Path(config.output_dir)
+    last = output_dir / LAST_CHECKPOINT
+    if resume and not last.is_file():
+        raise ConfigError(f"--resume: no checkpoint '{last}' to resume from; drop --resume to start a new run")
+    if not resume and last.is_file():
+        raise ConfigError(
+            f"'{output_dir}' already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it "
+            f"or choose another --output-dir"
+        )
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    dataset = load_dataset(config.data, config.split, config.data_dir, config.download)
+    views = resolve_views(config)
+    loader = build_train_loader(config, dataset, views)
+    if len(loader) == 0:
+        raise ConfigError(
+            f"batch_size {config.batch_size} is larger than the dataset ({len(dataset)} images); use a smaller --batch-size"
+        )
+    module = SelfSupervisedModule(config, dataset.info, build_knn_monitor(config, dataset, views))
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    checkpointing = ModelCheckpoint(
+        dirpath=output_dir,
+        filename="epoch={epoch:03d}",
+        auto_insert_metric_name=False,
+        every_n_epochs=1,
+        save_top_k=-1,
+        save_last=True,
+    )
+    tc = config.trainer
+    trainer = L.Trainer(
+        max_epochs=config.epochs,
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        num_nodes=tc.num_nodes,
+        strategy=tc.strategy,
+        precision=tc.precision,
+        sync_batchnorm=tc.sync_batchnorm,
+        deterministic=tc.deterministic,
+        gradient_clip_val=config.optim.gradient_clip or None,
+        limit_train_batches=tc.limit_train_batches,
+        log_every_n_steps=tc.log_every_n_steps,
+        enable_progress_bar=tc.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[checkpointing, *callbacks],
+        logger=[
+            CSVLogger(output_dir, name="logs", version=""),
+            TensorBoardLogger(output_dir, name="logs", version="", default_hp_metric=False),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=output_dir,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, loader, ckpt_path=str(last) if resume else None)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    return TrainResult(
+        output_dir=output_dir,
+        last_checkpoint=last,
+        epochs=trainer.current_epoch,
+        steps=trainer.global_step,
+        seconds=time.perf_counter() - start,
+        metrics=metrics,
+    )

@@ -1,0 +1,108 @@
+"""The linear classification protocol on frozen, pre-computed features.
+
+A linear classifier is trained on the encoder's features of the labelled training set and
+tested on the test set (Zhang et al. 2016; the standard protocol of SimCLR, MoCo, DINO). As
+in MAE's linear probe (He et al. 2022, appendix), an affine-free BatchNorm normalises each
+feature first, which removes the need to tune the learning rate per encoder: feature scales
+differ by orders of magnitude between methods. Because the features are frozen, the
+normalisation uses the exact statistics of the whole training set (what BatchNorm's running
+averages converge to) and is applied once, so each step is one ``(B, D) @ (D, C)`` matmul.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfsup.evaluation.knn import topk_accuracy
+
+
+@dataclass
+class LinearProbeResult:
+    """Accuracies are fractions in [0, 1]."""
+
+    top1: float
+    top5: float
+    train_top1: float
+    epochs: int
+    lr: float
+    classifier: Optional[nn.Sequential] = field(default=None, repr=False, compare=False)
+    """``BatchNorm1d(affine=False)`` (or ``Identity``) + ``Linear``, in eval mode, on CPU: maps ``(B, D)`` → ``(B, C)``."""
+
+
+def linear_probe(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    lr: float = 0.1,
+    batch_size: int = 1024,
+    weight_decay: float = 0.0,
+    batch_norm: bool = True,
+    seed: int = 0,
+    device: Union[str, torch.device] = "cpu",
+) -> LinearProbeResult:
+    """Train ``BatchNorm1d(affine=False) + Linear`` on frozen features with SGD and report accuracy.
+
+    Args:
+        train_features: ``(N, D)``; train_labels: ``(N,)`` int64.
+        test_features: ``(M, D)``; test_labels: ``(M,)`` int64.
+        num_classes: ``C``.
+        epochs: passes over the training features.
+        lr: peak learning rate of SGD (momentum 0.9, Nesterov off), cosine-decayed to 0 per step.
+        batch_size: mini-batch size; mini-batches are reshuffled each epoch by a generator seeded
+            with ``seed``, so the result is deterministic (the global RNG is not touched).
+        weight_decay: L2 penalty on the linear layer (0 as in MAE/MoCo v3 linear probes).
+        batch_norm: normalise features by the training set's mean and std first (recommended).
+        device: where to train; the features are moved there once.
+    """
+    device = torch.device(device)
+    n, dim = train_features.shape
+    norm: nn.Module = nn.Identity()
+    if batch_norm:
+        norm = nn.BatchNorm1d(dim, affine=False, eps=1e-6)  # eps as in MAE
+        train64 = train_features.double()
+        norm.running_mean.copy_(train64.mean(dim=0))
+        norm.running_var.copy_(train64.var(dim=0))
+    norm.eval()  # always: its statistics are the training set's, not a batch's
+    # A convex problem: any start works. Zeros is deterministic, and skip_init leaves the global
+    # RNG untouched (the training loop's kNN/probe monitors must not shift its random stream).
+    head = torch.nn.utils.skip_init(nn.Linear, dim, num_classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    classifier = nn.Sequential(norm, head).to(device)
+
+    with torch.no_grad():
+        x_train = norm(train_features.to(device, torch.float32))  # (N, D), normalised once
+        x_test = norm(test_features.to(device, torch.float32))  # (M, D)
+    y_train = train_labels.to(device, torch.int64)
+    y_test = test_labels.to(device, torch.int64)
+
+    optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps, step = epochs * steps_per_epoch, 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        for start in range(0, n, batch_size):
+            for group in optimizer.param_groups:  # cosine decay (Loshchilov & Hutter 2017), per step
+                group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total_steps))
+            idx = order[start:start + batch_size]
+            loss = F.cross_entropy(head(x_train[idx]), y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+
+    with torch.no_grad():
+        test_top1, test_top5 = topk_accuracy(head(x_test), y_test, (1, 5))
+        (train_top1,) = topk_accuracy(head(x_train), y_train, (1,))
+    return LinearProbeResult(top1=test_top1, top5=test_top5, train_top1=train_top1, epochs=epochs, lr=lr,
+                             classifier=classifier.cpu().eval())

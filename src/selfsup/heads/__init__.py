@@ -1,0 +1,5 @@
+"""Heads placed on top of a backbone: projectors, predictors, prototypes."""
+
+from selfsup.heads.projection import ProjectionHead
+
+__all__ = ["ProjectionHead"]

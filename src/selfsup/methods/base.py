@@ -1,0 +1,116 @@
+"""The contract every self-supervised method honours.
+
+A method is a plain ``nn.Module``: views in, a :class:`MethodOutput` out. It knows nothing of
+Lightning, the CLI or files, so it can be driven by any training loop::
+
+    method = SimCLR(backbone, SimCLR.Config(temperature=0.5))
+    for views, _, index in loader:
+        out = method(views, index)
+        out.loss.backward(); optimizer.step(); optimizer.zero_grad()
+        method.on_step_end(out, Progress(step, total_steps))   # momentum / queue updates
+
+Side effects never hide in ``forward``: momentum encoders, queues and memory banks change only
+in :meth:`Method.on_step_end`, which the engine calls after each optimizer step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Type
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.errors import ConfigError
+from selfsup.transforms import ViewConfig
+
+
+class MethodOutput(NamedTuple):
+    """What one training step of a method produces.
+
+    Attributes:
+        loss: scalar to minimise.
+        logs: named detached scalars to log (e.g. ``{"pos_sim": ...}``).
+        features: ``(B, D)`` backbone features of the first view, detached; the engine's online
+            linear probe and health metrics read them.
+        extras: tensors the method wants back in :meth:`Method.on_step_end` (e.g. MoCo's keys).
+    """
+
+    loss: Tensor
+    logs: Dict[str, Tensor]
+    features: Tensor
+    extras: Dict[str, Tensor] = {}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands, for schedules inside a method (momentum, temperatures)."""
+
+    step: int
+    total_steps: int
+    epoch: int = 0
+    total_epochs: int = 1
+
+    @property
+    def fraction(self) -> float:
+        """Training progress in ``[0, 1]``."""
+        return min(1.0, self.step / max(1, self.total_steps))
+
+
+@dataclass
+class MethodConfig:
+    """Base for each method's typed hyper-parameters (subclassed next to the method)."""
+
+
+class Method(nn.Module):
+    """Base class of all self-supervised methods.
+
+    Subclasses set ``Config`` (a dataclass of hyper-parameters), ``default_views`` (the
+    augmentation preset of the paper) and implement :meth:`forward`.
+    """
+
+    Config: ClassVar[Type[MethodConfig]] = MethodConfig
+    #: number of global views the method consumes (2 for SimCLR / BYOL).
+    num_views: ClassVar[int] = 2
+
+    def __init__(self, backbone: nn.Module, config: Optional[MethodConfig] = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def default_views(cls, **overrides: Any) -> ViewConfig:
+        """The paper's augmentation recipe for this method."""
+        return ViewConfig.simclr(**overrides)
+
+    @classmethod
+    def make_config(cls, values: Mapping[str, Any]) -> MethodConfig:
+        """Build ``Config`` from a mapping, rejecting unknown keys with the valid ones listed."""
+        names = {f.name for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} for method {cls.__name__}; "
+                f"valid: {', '.join(sorted(names)) or '(none)'}"
+            )
+        return cls.Config(**dict(values))
+
+    def forward(self, views: List[Tensor], indices: Optional[Tensor] = None) -> MethodOutput:
+        """
+        Args:
+            views: list of ``(B, C, H, W)`` batches, one per view (global views first).
+            indices: ``(B,)`` dataset indices of the images (memory-bank methods need them).
+        """
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def on_step_end(self, output: MethodOutput, progress: Progress) -> None:
+        """Momentum / queue / bank updates; called by the engine after each optimizer step."""
+
+    def check_views(self, views: List[Tensor]) -> None:
+        if len(views) < self.num_views:
+            raise ValueError(f"{type(self).__name__} needs {self.num_views} views, got {len(views)}")
+
+
+__all__ = ["Method", "MethodConfig", "MethodOutput", "Progress", "field"]

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny generated datasets so tests never need the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+
+
+def write_image_folder(root: Path, classes=("circle", "square"), per_class: int = 24, size: int = 20,
+                       channels: int = 1, seed: int = 0) -> Path:
+    """A labelled folder of simple shapes (class sub-folders), different enough to learn."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for label, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            cy, cx = rng.integers(size // 4, 3 * size // 4, size=2)
+            r = rng.integers(size // 6, size // 3)
+            if label == 0:
+                shape = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            else:
+                shape = (abs(yy - cy) <= r) & (abs(xx - cx) <= r)
+            pixels = (shape * rng.integers(150, 255) + rng.integers(0, 40, size=(size, size))).clip(0, 255)
+            pixels = pixels.astype(np.uint8)
+            if channels == 3:
+                tint = rng.uniform(0.5, 1.0, size=3)
+                image = Image.fromarray((pixels[..., None] * tint).astype(np.uint8), "RGB")
+            else:
+                image = Image.fromarray(pixels, "L")
+            image.save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def shapes_folder(tmp_path: Path) -> Path:
+    """train/ and test/ splits of a 2-class grayscale shapes dataset."""
+    write_image_folder(tmp_path / "shapes" / "train", per_class=24, seed=0)
+    write_image_folder(tmp_path / "shapes" / "test", per_class=8, seed=1)
+    return tmp_path / "shapes"

@@ -1,0 +1,99 @@
+"""The command line: contract, JSON outputs, one-line errors."""
+
+import json
+
+import pytest
+import torch
+
+from selfsup.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+TINY = ["--set", "backbone_args={small_stem: true, width: 0.125}", "--set", "views.image_size=16",
+        "--set", "method_args={projection_hidden_dim: 32, projection_dim: 16}",
+        "--set", "trainer.progress_bar=false", "--set", "optim.warmup_epochs=0",
+        "--set", "monitor.knn_every=0", "--set", "eval.linear_epochs=5", "--set", "eval.knn_k=5"]
+
+
+def test_lists(capsys):
+    code, out, _ = run(capsys, "methods")
+    assert code == 0 and "simclr" in out
+    code, out, _ = run(capsys, "backbones")
+    assert code == 0 and "resnet18" in out and "vit-small" in out
+
+
+def test_train_help_explains_every_key(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "optim.lr = 0.3" in out and "--resume" in out
+    assert "LARS" in out  # the docs of the keys come along
+
+
+def test_train_then_eval_and_export(capsys, shapes_folder, tmp_path):
+    out_dir = tmp_path / "run"
+    data = f"folder:{shapes_folder}"
+    code, out, err = run(capsys, "train", "--data", data, "--backbone", "resnet18", "--epochs", "1",
+                         "--batch-size", "8", "--num-workers", "0", "--output-dir", str(out_dir), *TINY)
+    assert code == 0, err
+    assert (out_dir / "last.ckpt").is_file()
+    report = json.loads((out_dir / "eval.json").read_text())
+    assert {"knn_top1", "linear_top1"} <= set(report["trained"]) and "random_init" in report
+    assert "random init (floor)" in out
+
+    knn_json = tmp_path / "knn.json"
+    code, _, err = run(capsys, "eval", "knn", "--checkpoint", str(out_dir / "last.ckpt"), "--data", data,
+                       "--output", str(knn_json), "--k", "5", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    assert 0.0 <= json.loads(knn_json.read_text())["knn_top1"] <= 1.0
+
+    lin_json = tmp_path / "linear.json"
+    code, _, err = run(capsys, "eval", "linear", "--checkpoint", "random", "--backbone", "resnet18",
+                       "--set", "small_stem=true", "--set", "width=0.125", "--data", data,
+                       "--output", str(lin_json), "--epochs", "5")
+    assert code == 0, err
+    assert 0.0 <= json.loads(lin_json.read_text())["linear_top1"] <= 1.0
+
+    exported = tmp_path / "encoder.pt"
+    assert run(capsys, "export", "--checkpoint", str(out_dir / "last.ckpt"), "--output", str(exported))[0] == 0
+    payload = torch.load(exported, weights_only=False)
+    assert payload["backbone"] == "resnet18" and payload["in_channels"] == 1
+    code, _, err = run(capsys, "eval", "knn", "--checkpoint", str(exported), "--data", data, "--k", "5")
+    assert code == 0, err
+
+
+def test_views_command_writes_png(capsys, shapes_folder, tmp_path):
+    path = tmp_path / "views.png"
+    code, out, err = run(capsys, "views", "--data", f"folder:{shapes_folder}", "--num-images", "3", "--output", str(path))
+    assert code == 0, err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--method", "nope"], "unknown method 'nope'; valid choices: .*simclr"),
+    (["train", "--backbone", "resnet7", "--epochs", "1"], "unknown backbone 'resnet7'; valid choices"),
+    (["train", "--data", "imagenet22k"], "unknown dataset 'imagenet22k'"),
+    (["train", "--set", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
+    (["train", "--config", "missing.yaml"], "config file 'missing.yaml' does not exist"),
+    (["eval", "knn", "--checkpoint", "nowhere.ckpt"], "checkpoint 'nowhere.ckpt' does not exist"),
+])
+def test_bad_input_is_one_line_error(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("selfsup: error:")]
+    assert len(lines) == 1, err
+    import re
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_bad_folder_errors(capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "train", "--data", f"folder:{empty}", "--output-dir", str(tmp_path / "r"))
+    assert code == 2 and str(empty) in err
