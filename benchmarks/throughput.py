@@ -5,7 +5,7 @@
 
 Three timings, each the median over ``--steps`` steps after ``--warmup`` steps:
   * model:  forward + backward + optimizer step on views already in memory;
-  * data:   the DataLoader alone (decode → views → collate);
+  * data:   the data pipeline alone (loader → views, batched or per image);
   * full:   the training loop as it runs, loader included; ``data_wait_share`` is the fraction
             of the full step spent waiting for the next batch.
 Prints one JSON object (and writes it with --output). Images/s counts images, not views.
@@ -29,7 +29,7 @@ from selfsup.config import OptimConfig
 from selfsup.data import ViewDataset, load_dataset
 from selfsup.engine.optim import build_optimizer, split_decay_groups
 from selfsup.methods import METHODS, build_method
-from selfsup.transforms import MultiViewTransform
+from selfsup.transforms import BatchedMultiViewTransform, MultiViewTransform
 
 
 def _median_rate(times: List[float], batch: int) -> float:
@@ -54,13 +54,25 @@ def train_step(method, optimizer, views, channels_last: bool) -> None:
     optimizer.step()
 
 
+def _single_view(image: torch.Tensor) -> List[torch.Tensor]:
+    return [image]
+
+
 def measure(args: argparse.Namespace, channels_last: bool) -> Dict[str, float]:
     dataset = load_dataset(args.data, "train", args.data_dir)
     views_cfg = METHODS.get(args.method).default_views(image_size=args.image_size)
+    batched = args.augment == "batched"
+    per_image = _single_view if batched else MultiViewTransform(views_cfg, dataset.info)
+    augment = BatchedMultiViewTransform(views_cfg, dataset.info) if batched else None
     loader = torch.utils.data.DataLoader(
-        ViewDataset(dataset, MultiViewTransform(views_cfg, dataset.info)), batch_size=args.batch_size,
+        ViewDataset(dataset, per_image), batch_size=args.batch_size,
         shuffle=True, drop_last=True, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
     )
+
+    def next_views(iterator) -> List[torch.Tensor]:
+        views = next(iterator)[0]
+        return augment(views[0]) if augment is not None else views
+
     method, optimizer = build(args, dataset)
     method.train()
     if channels_last:
@@ -71,10 +83,9 @@ def measure(args: argparse.Namespace, channels_last: bool) -> Dict[str, float]:
     data_times, it = [], iter(loader)
     for i in range(total):
         start = time.perf_counter()
-        batch = next(it)
+        fixed_views = next_views(it)
         if i >= args.warmup:
             data_times.append(time.perf_counter() - start)
-    fixed_views = batch[0]
 
     # model alone, on one batch of real views held in memory
     model_times = []
@@ -88,7 +99,7 @@ def measure(args: argparse.Namespace, channels_last: bool) -> Dict[str, float]:
     full_times, waits, it = [], [], iter(loader)
     for i in range(total):
         start = time.perf_counter()
-        views = next(it)[0]
+        views = next_views(it)
         got = time.perf_counter()
         train_step(method, optimizer, views, channels_last)
         if i >= args.warmup:
@@ -114,7 +125,9 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=None, help="view size (default: the dataset's)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--optimizer", default="lars", choices=["lars", "sgd", "adamw"])
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--augment", choices=["batched", "per-image"], default="batched",
+                   help="views from whole uint8 batches (tensor ops) or per image in DataLoader workers")
+    p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
@@ -126,7 +139,7 @@ def main(argv=None) -> int:
     result = {
         "method": args.method, "backbone": args.backbone, "backbone_args": json.loads(args.backbone_args),
         "data": args.data, "image_size": args.image_size, "batch_size": args.batch_size,
-        "num_workers": args.num_workers, "threads": args.threads, "torch": torch.__version__,
+        "augment": args.augment, "num_workers": args.num_workers, "threads": args.threads, "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cores", "runs": [measure(args, m) for m in modes],
     }
     text = json.dumps(result, indent=2)

@@ -162,3 +162,42 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(shapes_folder, tmp
     assert all(torch.equal(good[k], after[k]) for k in good)
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
     assert not (out / "epoch=001.ckpt").exists()
+
+
+@pytest.mark.parametrize("channels, augment", [(3, "batched"), (3, "per-image"), (1, "batched")])
+def test_colour_and_gray_train_end_to_end(tmp_path, channels, augment):
+    from conftest import write_image_folder
+
+    data = tmp_path / "data"
+    write_image_folder(data / "train", per_class=12, channels=channels, seed=0)
+    write_image_folder(data / "test", per_class=4, channels=channels, seed=1)
+    out = tmp_path / "run"
+    result = train(tiny_config(data, out, "epochs=1", f"augment={augment}"))
+    assert result.steps == 3
+    ckpt = torch.load(out / "last.ckpt", weights_only=True)
+    assert ckpt["selfsup"]["dataset_info"]["num_channels"] == channels
+    assert ckpt["state_dict"]["method.backbone.conv1.weight"].shape[1] == channels
+
+
+def test_batched_augment_is_chosen_for_in_memory_data_and_used(shapes_folder, tmp_path, monkeypatch):
+    from selfsup.data import DatasetInfo, TensorImageDataset
+    from selfsup.engine.trainer import use_batched_augment
+    from selfsup.transforms import BatchedMultiViewTransform
+
+    info = DatasetInfo("toy", 1, 2, 8, (0.5,), (0.5,))
+    in_memory = TensorImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), info)
+    cfg = make_config()
+    assert use_batched_augment(cfg, in_memory)
+    cfg.augment = "per-image"
+    assert not use_batched_augment(cfg, in_memory)
+
+    calls = []
+    original = BatchedMultiViewTransform.forward
+
+    def spy(self, images, generator=None):
+        calls.append((images.dtype, tuple(images.shape)))
+        return original(self, images, generator)
+
+    monkeypatch.setattr(BatchedMultiViewTransform, "forward", spy)
+    train(tiny_config(shapes_folder, tmp_path / "run", "epochs=1", "augment=batched"))
+    assert calls and all(dtype == torch.uint8 and shape[0] == 8 for dtype, shape in calls)

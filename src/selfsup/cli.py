@@ -26,31 +26,34 @@ def recipe_path(data: str, method: str) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def _write_json(payload: Dict[str, Any], output: Optional[str]) -> None:
+def _write_json(payload: Dict[str, Any], output: Optional[str], echo: bool = True) -> None:
     text = json.dumps(payload, indent=2, sort_keys=True)
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(f"{output}.tmp")
         tmp.write_text(text + "\n")
         os.replace(tmp, output)
-    print(text)
+    if echo:
+        print(text)
 
 
 def _percent(value: Optional[float]) -> str:
     return "   —  " if value is None else f"{100 * value:6.2f} %"
 
 
-def format_report(trained: Dict[str, float], floor: Optional[Dict[str, float]], label: str) -> str:
-    """A small table: the trained encoder beside the random-init floor, and the gain."""
-    rows = [("metric", label, "random init (floor)", "gain")]
+def format_report(report: Dict[str, Any], label: str) -> str:
+    """A small table: the trained encoder beside the floors (random init, raw pixels) and the
+    gain over the random-init floor."""
+    trained, floor, pixels = report["trained"], report.get("random_init"), report.get("pixels")
+    rows = [("metric", label, "random init (floor)", "raw pixels", "gain over random init")]
     for key, name in (("knn_top1", "kNN top-1"), ("linear_top1", "linear top-1")):
         if key not in trained:
             continue
         base = floor.get(key) if floor else None
         gain = f"{100 * (trained[key] - base):+.2f} pts" if base is not None else "—"
-        rows.append((name, _percent(trained[key]), _percent(base), gain))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+        rows.append((name, _percent(trained[key]), _percent(base), _percent(pixels.get(key) if pixels else None), gain))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 # --------------------------------------------------------------------------- train
@@ -121,8 +124,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.no_eval or not (config.eval.knn or config.eval.linear):
         return 0
     report = evaluate_run(config, result.last_checkpoint)
-    _write_json(report, str(Path(config.output_dir) / "eval.json"))
-    print(format_report(report["trained"], report.get("random_init"), f"{config.method}, {result.epochs} ep"))
+    if not report:
+        return 0
+    _write_json(report, str(Path(config.output_dir) / "eval.json"), echo=False)
+    print(f"\nevaluation on {report['data']} (test split; kNN k={config.eval.knn_k}), "
+          f"written to {Path(config.output_dir) / 'eval.json'}:")
+    print(format_report(report, f"{config.method}, {result.epochs} epochs"))
     return 0
 
 
@@ -131,6 +138,8 @@ def evaluate_run(config, checkpoint: Path) -> Dict[str, Any]:
     from selfsup.data import load_dataset
     from selfsup.evaluation import FeatureCache, evaluate_encoder, load_encoder
     from selfsup.evaluation.suite import EvalSettings
+
+    import torch
 
     data = config.eval_data or config.data
     train_set = load_dataset(data, "train", config.data_dir, config.download)
@@ -149,6 +158,8 @@ def evaluate_run(config, checkpoint: Path) -> Dict[str, Any]:
     if ev.floor:
         floor = load_encoder("random", trained.backbone, trained.backbone_args, trained.in_channels, seed=config.seed)
         report["random_init"] = evaluate_encoder(floor.encoder, train_set, test_set, protocols, settings, cache, floor.source)
+        # The other floor: the raw pixels themselves, flattened (no encoder at all).
+        report["pixels"] = evaluate_encoder(torch.nn.Flatten(), train_set, test_set, protocols, settings, cache, "pixels")
     return report
 
 
@@ -253,6 +264,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_logging(verbose: bool) -> None:
+    """selfsup's own messages to stderr; Lightning keeps its handler, minus its sales tips."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("selfsup")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector").setLevel(logging.WARNING)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised visual representation learning.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
@@ -280,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    _configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except SelfSupError as err:

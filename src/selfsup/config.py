@@ -115,6 +115,10 @@ class TrainConfig:
     batch_size: int = 256
     """Per-process batch; the global batch is batch_size × processes."""
     num_workers: int = 2
+    augment: str = "auto"
+    """Where views are made: 'batched' (whole uint8 batches on the training device — GPU when
+    present — with tensor ops; needs equal-size images), 'per-image' (torchvision per image in
+    DataLoader workers; any image sizes) or 'auto' (batched for in-memory datasets)."""
     output_dir: Optional[str] = None
     """Checkpoints, logs and results go here (default: runs/<method>-<data>)."""
     seed: int = 0
@@ -134,6 +138,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.augment not in ("auto", "batched", "per-image"):
+            raise ConfigError(f"unknown augment '{self.augment}'; valid choices: auto, batched, per-image")
         if self.optim.name not in ("lars", "sgd", "adamw"):
             raise ConfigError(f"unknown optimizer '{self.optim.name}'; valid choices: adamw, lars, sgd")
         if self.optim.lr_scaling not in ("linear", "sqrt", "none"):

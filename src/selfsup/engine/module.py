@@ -25,6 +25,7 @@ from selfsup.engine.optim import build_optimizer, build_scheduler, split_decay_g
 from selfsup.errors import TrainingDiverged
 from selfsup.evaluation import extract_features, knn_accuracy
 from selfsup.methods import Progress, build_method
+from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
 
 CHECKPOINT_KEY = "selfsup"
 
@@ -45,9 +46,17 @@ class SelfSupervisedModule(L.LightningModule):
         config: the full training configuration (saved in every checkpoint).
         info: the training dataset's description (channels, classes, normalisation).
         knn_data: optional labelled data for the kNN monitor.
+        batch_views: when given, batches arrive as uint8 images and are augmented here, on the
+            training device, by :class:`~selfsup.transforms.BatchedMultiViewTransform`.
     """
 
-    def __init__(self, config: TrainConfig, info: DatasetInfo, knn_data: Optional[KnnMonitorData] = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        info: DatasetInfo,
+        knn_data: Optional[KnnMonitorData] = None,
+        batch_views: Optional[ViewConfig] = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.info = info
@@ -57,6 +66,7 @@ class SelfSupervisedModule(L.LightningModule):
         self.probe: Optional[nn.Linear] = None
         if config.monitor.online_probe and info.num_classes > 0:
             self.probe = nn.Linear(backbone.feature_dim, info.num_classes)
+        self.batch_augment = BatchedMultiViewTransform(batch_views, info) if batch_views is not None else None
         self.channels_last = config.trainer.channels_last and _is_convolutional(backbone)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -88,6 +98,12 @@ class SelfSupervisedModule(L.LightningModule):
         )
 
     # ------------------------------------------------------------------ training
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.batch_augment is None or not self.trainer.training:
+            return batch
+        (images,), labels, indices = batch
+        return self.batch_augment(images), labels, indices
+
     def training_step(self, batch: Any, batch_idx: int) -> Dict[str, Any]:
         views, labels, indices = batch
         if self.channels_last:

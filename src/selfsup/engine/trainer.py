@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -17,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Subset
 
 from selfsup.config import TrainConfig, _build
-from selfsup.data import ImageDataset, TransformDataset, ViewDataset, load_dataset
+from selfsup.data import ImageDataset, TensorImageDataset, TransformDataset, ViewDataset, load_dataset
 from selfsup.engine.checkpoint import AtomicCheckpointIO
 from selfsup.engine.module import CHECKPOINT_KEY, KnnMonitorData, SelfSupervisedModule
 from selfsup.errors import ConfigError, DataError
@@ -48,8 +49,22 @@ def resolve_views(config: TrainConfig) -> ViewConfig:
     return views
 
 
+def _single_view(image: torch.Tensor) -> List[torch.Tensor]:
+    """The uint8 image itself, for batches that are augmented later on the training device."""
+    return [image]
+
+
+def use_batched_augment(config: TrainConfig, dataset: ImageDataset) -> bool:
+    """Batched augmentation needs images of one size: in-memory datasets have that."""
+    if config.augment == "auto":
+        return isinstance(dataset, TensorImageDataset)
+    return config.augment == "batched"
+
+
 def build_train_loader(config: TrainConfig, dataset: ImageDataset, views: ViewConfig) -> DataLoader:
-    transform = MultiViewTransform(views, dataset.info)
+    """Batches of ``(views, labels, indices)``; with batched augmentation ``views`` is the
+    single uint8 batch ``[(B, C, H, W)]`` that the module turns into views on its device."""
+    transform = _single_view if use_batched_augment(config, dataset) else MultiViewTransform(views, dataset.info)
     return DataLoader(
         ViewDataset(dataset, transform),
         batch_size=config.batch_size,
@@ -120,7 +135,10 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         raise ConfigError(
             f"batch_size {config.batch_size} is larger than the dataset ({len(dataset)} images); use a smaller --batch-size"
         )
-    module = SelfSupervisedModule(config, dataset.info, build_knn_monitor(config, dataset, views))
+    module = SelfSupervisedModule(
+        config, dataset.info, build_knn_monitor(config, dataset, views),
+        batch_views=views if use_batched_augment(config, dataset) else None,
+    )
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -156,6 +174,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         plugins=[AtomicCheckpointIO()],
         default_root_dir=output_dir,
     )
+    # config.yaml is ours: the folder is expected to be non-empty.
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     start = time.perf_counter()
     trainer.fit(module, loader, ckpt_path=str(last) if resume else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
