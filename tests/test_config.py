@@ -12,6 +12,10 @@ def test_overrides_reach_nested_fields_with_types():
     assert cfg.views == {"crop_scale": [0.2, 1.0]}
 
 
+def test_exponent_without_dot_is_a_number():
+    assert make_config(overrides=[parse_override("optim.lr=1e-3")]).optim.lr == 1e-3
+
+
 def test_yaml_then_overrides_later_wins(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("epochs: 7\noptim: {lr: 0.2, name: sgd}\n")

@@ -174,8 +174,10 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         plugins=[AtomicCheckpointIO()],
         default_root_dir=output_dir,
     )
-    # config.yaml is ours: the folder is expected to be non-empty.
+    # config.yaml is ours: the folder is expected to be non-empty. The LeafSpec notice is
+    # Lightning's own use of a deprecated torch API, nothing a user can act on.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
     start = time.perf_counter()
     trainer.fit(module, loader, ckpt_path=str(last) if resume else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
