@@ -97,3 +97,18 @@ def test_bad_folder_errors(capsys, tmp_path):
     empty.mkdir()
     code, _, err = run(capsys, "train", "--data", f"folder:{empty}", "--output-dir", str(tmp_path / "r"))
     assert code == 2 and str(empty) in err
+
+
+def test_resume_from_the_cli_extends_a_run(capsys, shapes_folder, tmp_path):
+    out_dir = tmp_path / "run"
+    common = ["--data", f"folder:{shapes_folder}", "--backbone", "resnet18", "--batch-size", "8",
+              "--num-workers", "0", "--output-dir", str(out_dir), "--no-eval", *TINY]
+    assert run(capsys, "train", "--epochs", "1", *common)[0] == 0
+    code, _, err = run(capsys, "train", "--epochs", "1", *common)
+    assert code == 2 and "already holds a run" in err
+    code, out, err = run(capsys, "train", "--resume", "--epochs", "2", "--output-dir", str(out_dir),
+                         "--set", "trainer.progress_bar=false")
+    assert code == 0, err
+    assert "for 2 epochs (12 steps)" in out
+    code, _, err = run(capsys, "train", "--resume", "--output-dir", str(tmp_path / "nothing"))
+    assert code == 2 and "no checkpoint" in err

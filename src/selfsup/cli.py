@@ -100,18 +100,19 @@ def build_train_config(args: argparse.Namespace):
     }
     flags = {k: v for k, v in flags.items() if v is not None}
     overrides = [flags] + [parse_override(s) for s in args.set]
-    if args.resume:
-        if not args.output_dir:
-            raise SelfSupError("--resume needs --output-dir (the folder holding last.ckpt)")
-        stored = read_checkpoint_config(Path(args.output_dir) / LAST_CHECKPOINT)["config"]
-        return make_config(base=stored, files=args.config, overrides=overrides)
     files = list(args.config)
     if not files:
         recipe = recipe_path(flags.get("data", "fashion-mnist"), flags.get("method", "simclr"))
         if recipe is not None:
             files = [recipe]
-            print(f"recipe: {recipe}", file=sys.stderr)
-    return make_config(files=files, overrides=overrides)
+            if not args.resume:
+                print(f"recipe: {recipe}", file=sys.stderr)
+    config = make_config(files=files, overrides=overrides)
+    if args.resume and (Path(config.output_dir) / LAST_CHECKPOINT).is_file():
+        # The run's own config, from its checkpoint; options given now (e.g. --epochs) win.
+        stored = read_checkpoint_config(Path(config.output_dir) / LAST_CHECKPOINT)["config"]
+        config = make_config(base=stored, files=args.config, overrides=overrides)
+    return config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -246,12 +247,15 @@ def cmd_views(args: argparse.Namespace) -> int:
     from selfsup.engine import resolve_views
     from selfsup.transforms import MultiViewTransform, save_view_grid
 
+    # The same views training would use: the recipe for this data/method (or --config), then --set.
+    files = list(args.config) or [p for p in [recipe_path(args.data, args.method)] if p is not None]
     overrides: List[Dict[str, Any]] = [{"method": args.method, "data": args.data}]
     overrides += [{"views": parse_override(s)} for s in args.set]
-    config = make_config(overrides=overrides)
+    config = make_config(files=files, overrides=overrides)
     dataset = load_dataset(args.data, "train", args.data_dir)
     transform = MultiViewTransform(resolve_views(config), dataset.info)
-    path = save_view_grid(dataset, transform, args.output, num_images=args.num_images, seed=args.seed)
+    cell = args.cell_size or max(96, transform.global_size)
+    path = save_view_grid(dataset, transform, args.output, num_images=args.num_images, seed=args.seed, cell_size=cell)
     print(path)
     return 0
 
@@ -289,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data-dir")
     v.add_argument("--num-images", type=int, default=8)
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--config", action="append", default=[], help="recipe whose views to show (default: the packaged one)")
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="view option, e.g. crop_scale=[0.2,1.0]")
+    v.add_argument("--cell-size", type=int, help="pixel size of each picture in the grid (default: max(96, crop size))")
     v.add_argument("--output", default="views.png")
     v.set_defaults(func=cmd_views)
     e = sub.add_parser("export", help="write the trained encoder alone, for use elsewhere")

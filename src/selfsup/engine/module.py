@@ -68,6 +68,7 @@ class SelfSupervisedModule(L.LightningModule):
             self.probe = nn.Linear(backbone.feature_dim, info.num_classes)
         self.batch_augment = BatchedMultiViewTransform(batch_views, info) if batch_views is not None else None
         self.channels_last = config.trainer.channels_last and _is_convolutional(backbone)
+        self._total_steps = 1  # set by configure_optimizers, once the trainer knows the data
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
 
@@ -84,7 +85,7 @@ class SelfSupervisedModule(L.LightningModule):
             groups.append({"params": list(self.probe.parameters()), "lr": cfg.probe_lr, "weight_decay": 0.0})
         global_batch = self.config.batch_size * self.trainer.world_size
         optimizer = build_optimizer(cfg, groups, global_batch)
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        self._total_steps = total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
         scheduler = build_scheduler(optimizer, cfg, total_steps, steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -92,7 +93,7 @@ class SelfSupervisedModule(L.LightningModule):
     def _progress(self) -> Progress:
         return Progress(
             step=self.global_step,
-            total_steps=max(1, int(self.trainer.estimated_stepping_batches)),
+            total_steps=self._total_steps,
             epoch=self.current_epoch,
             total_epochs=self.trainer.max_epochs or 1,
         )
