@@ -5,38 +5,50 @@ import torch
 from torch import nn
 
 from selfsup.backbones import build_backbone
+from selfsup.data import DatasetInfo
 from selfsup.errors import ConfigError
-from selfsup.methods import METHODS, MethodOutput, Progress, SimCLR, build_method
+from selfsup.methods import METHODS, DataSpec, MethodOutput, Progress, SimCLR, build_backbone_for, build_method
+from selfsup.transforms import BatchedMultiViewTransform
 
 
 def tiny_backbone(in_channels: int = 1) -> nn.Module:
     return build_backbone("resnet18", in_channels=in_channels, small_stem=True, width=0.125)
 
 
-def make_views(method_cls, batch: int = 4, channels: int = 1, size: int = 16):
-    views = method_cls.default_views()
-    globals_ = [torch.randn(batch, channels, size, size) for _ in range(max(method_cls.num_views, views.num_global_views))]
-    locals_ = [torch.randn(batch, channels, size // 2, size // 2) for _ in range(views.num_local_views)]
-    return globals_ + locals_
+def smoke_setup(name: str, channels: int = 1, size: int = 16, batch: int = 4):
+    """The method ``name`` on a tiny backbone of the kind it needs, with views made by the
+    engine's own batched pipeline from the method's preset, as in training."""
+    cls = METHODS.get(name)
+    info = DatasetInfo("smoke", channels, 3, size, (0.5,) * channels, (0.25,) * channels)
+    if cls.backbone_kind == "vit":
+        backbone, backbone_args = "vit-tiny", {"patch_size": 4, "image_size": size}
+    else:
+        backbone, backbone_args = "resnet18", {"small_stem": True, "width": 0.125}
+    net = build_backbone_for(name, backbone, backbone_args, channels)
+    method = build_method(name, net, data=DataSpec(info, num_samples=2 * batch))
+    images = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8)
+    views = BatchedMultiViewTransform(cls.default_views(), info)(images, generator=torch.Generator().manual_seed(0))
+    return method, views
 
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_runs_a_step_and_learns(name):
     torch.manual_seed(0)
-    method = build_method(name, tiny_backbone())
-    optimizer = torch.optim.SGD(method.parameters(), lr=0.05)
-    views = make_views(type(method))
+    method, views = smoke_setup(name)
+    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.05)
     indices = torch.arange(views[0].shape[0])
     out = method(views, indices)
     assert isinstance(out, MethodOutput)
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
-    assert out.features.shape == (4, method.backbone.feature_dim) and not out.features.requires_grad
+    assert out.features.shape == (4, method.encoder().feature_dim) and not out.features.requires_grad
     assert all(v.dim() == 0 and not v.requires_grad for v in out.logs.values())
     out.loss.backward()
     grads = [p.grad for p in method.backbone.parameters() if p.requires_grad]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    method.on_before_optimizer_step(Progress(step=1, total_steps=10))
     optimizer.step()
     method.on_step_end(out, Progress(step=1, total_steps=10))
+    assert method.encoder()(views[0]).shape == (4, method.encoder().feature_dim)
 
 
 def test_simclr_loss_decreases_on_fixed_views():

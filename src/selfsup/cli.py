@@ -157,7 +157,8 @@ def evaluate_run(config, checkpoint: Path) -> Dict[str, Any]:
     report: Dict[str, Any] = {"data": data, "checkpoint": str(checkpoint), "protocols": protocols}
     report["trained"] = evaluate_encoder(trained.encoder, train_set, test_set, protocols, settings, cache, trained.source)
     if ev.floor:
-        floor = load_encoder("random", trained.backbone, trained.backbone_args, trained.in_channels, seed=config.seed)
+        floor = load_encoder("random", trained.backbone, trained.backbone_args, trained.in_channels, seed=config.seed,
+                             method=trained.method)
         report["random_init"] = evaluate_encoder(floor.encoder, train_set, test_set, protocols, settings, cache, floor.source)
         # The other floor: the raw pixels themselves, flattened (no encoder at all).
         report["pixels"] = evaluate_encoder(torch.nn.Flatten(), train_set, test_set, protocols, settings, cache, "pixels")
@@ -302,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--output", required=True)
     e.set_defaults(func=cmd_export)
+    from selfsup import commands
+
+    commands.add_all(sub)
     return parser
 
 

@@ -31,6 +31,8 @@ class OptimConfig:
     """'linear' (lr·B/256), 'sqrt' (lr·sqrt(B/256), SimCLR App. B.1 for small batches) or 'none'."""
     weight_decay: float = 1e-6
     """SimCLR: 1e-6 with LARS; 5e-4 with SGD on CIFAR; 0.05 with AdamW for ViTs."""
+    weight_decay_end: Optional[float] = None
+    """When set, weight decay follows a cosine from `weight_decay` to this value (DINO: 0.04 -> 0.4)."""
     momentum: float = 0.9
     betas: Tuple[float, float] = (0.9, 0.999)
     warmup_epochs: float = 10.0

@@ -143,26 +143,28 @@ class VisionTransformerBackbone(VisionTransformer, Backbone):
 
 
 def _vit(embed_dim: int, num_heads: int, in_channels: int, patch_size: int, image_size: int,
-         drop_path_rate: float) -> VisionTransformerBackbone:
-    return VisionTransformerBackbone(embed_dim, num_heads, 12, in_channels, patch_size, image_size, drop_path_rate)
+         drop_path_rate: float, depth: int) -> VisionTransformerBackbone:
+    if depth < 1:
+        raise ConfigError(f"depth={depth} must be a positive number of blocks (12 in the papers; 4-6 on a CPU)")
+    return VisionTransformerBackbone(embed_dim, num_heads, depth, in_channels, patch_size, image_size, drop_path_rate)
 
 
 @BACKBONES.register("vit-tiny")
 def vit_tiny(in_channels: int = 3, patch_size: int = 16, image_size: int = 224,
-             drop_path_rate: float = 0.0) -> VisionTransformerBackbone:
+             drop_path_rate: float = 0.0, depth: int = 12) -> VisionTransformerBackbone:
     """ViT-Tiny (DeiT): D=192, 12 blocks, 3 heads."""
-    return _vit(192, 3, in_channels, patch_size, image_size, drop_path_rate)
+    return _vit(192, 3, in_channels, patch_size, image_size, drop_path_rate, depth)
 
 
 @BACKBONES.register("vit-small")
 def vit_small(in_channels: int = 3, patch_size: int = 16, image_size: int = 224,
-              drop_path_rate: float = 0.0) -> VisionTransformerBackbone:
+              drop_path_rate: float = 0.0, depth: int = 12) -> VisionTransformerBackbone:
     """ViT-Small (DeiT, DINO's ViT-S): D=384, 12 blocks, 6 heads."""
-    return _vit(384, 6, in_channels, patch_size, image_size, drop_path_rate)
+    return _vit(384, 6, in_channels, patch_size, image_size, drop_path_rate, depth)
 
 
 @BACKBONES.register("vit-base")
 def vit_base(in_channels: int = 3, patch_size: int = 16, image_size: int = 224,
-             drop_path_rate: float = 0.0) -> VisionTransformerBackbone:
+             drop_path_rate: float = 0.0, depth: int = 12) -> VisionTransformerBackbone:
     """ViT-Base: D=768, 12 blocks, 12 heads."""
-    return _vit(768, 12, in_channels, patch_size, image_size, drop_path_rate)
+    return _vit(768, 12, in_channels, patch_size, image_size, drop_path_rate, depth)

@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from selfsup.backbones import build_backbone
 from selfsup.config import TrainConfig
 from selfsup.data import DatasetInfo
 from selfsup.engine.checkpoint import capture_rng_state, restore_rng_state
 from selfsup.engine.optim import build_optimizer, build_scheduler, split_decay_groups
 from selfsup.errors import TrainingDiverged
 from selfsup.evaluation import extract_features, knn_accuracy
-from selfsup.methods import Progress, build_method
+from selfsup.methods import DataSpec, Progress, build_backbone_for, build_method
+from selfsup.methods.momentum import cosine_momentum
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
 
 CHECKPOINT_KEY = "selfsup"
@@ -45,6 +45,7 @@ class SelfSupervisedModule(L.LightningModule):
     Args:
         config: the full training configuration (saved in every checkpoint).
         info: the training dataset's description (channels, classes, normalisation).
+        num_samples: number of training images (memory-bank methods keep one entry per image).
         knn_data: optional labelled data for the kNN monitor.
         batch_views: when given, batches arrive as uint8 images and are augmented here, on the
             training device, by :class:`~selfsup.transforms.BatchedMultiViewTransform`.
@@ -56,16 +57,19 @@ class SelfSupervisedModule(L.LightningModule):
         info: DatasetInfo,
         knn_data: Optional[KnnMonitorData] = None,
         batch_views: Optional[ViewConfig] = None,
+        num_samples: int = 0,
     ) -> None:
         super().__init__()
         self.config = config
         self.info = info
+        self.num_samples = num_samples
         self.knn_data = knn_data
-        backbone = build_backbone(config.backbone, in_channels=info.num_channels, **config.backbone_args)
-        self.method = build_method(config.method, backbone, config.method_args)
+        backbone = build_backbone_for(config.method, config.backbone, config.backbone_args, info.num_channels,
+                                      config.method_args)
+        self.method = build_method(config.method, backbone, config.method_args, DataSpec(info, num_samples))
         self.probe: Optional[nn.Linear] = None
         if config.monitor.online_probe and info.num_classes > 0:
-            self.probe = nn.Linear(backbone.feature_dim, info.num_classes)
+            self.probe = nn.Linear(self.encoder.feature_dim, info.num_classes)
         self.batch_augment = BatchedMultiViewTransform(batch_views, info) if batch_views is not None else None
         self.channels_last = config.trainer.channels_last and _is_convolutional(backbone)
         self._total_steps = 1  # set by configure_optimizers, once the trainer knows the data
@@ -76,11 +80,16 @@ class SelfSupervisedModule(L.LightningModule):
     def backbone(self) -> nn.Module:
         return self.method.backbone
 
+    @property
+    def encoder(self) -> nn.Module:
+        """What evaluation measures: images -> features (the backbone for most methods)."""
+        return self.method.encoder()
+
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Dict[str, Any]:
         cfg = self.config.optim
         decay, no_decay = split_decay_groups(self.method.named_parameters(), cfg.exclude_bias_and_norm)
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "decay_schedule": True}, {"params": no_decay, "weight_decay": 0.0}]
         if self.probe is not None:
             groups.append({"params": list(self.probe.parameters()), "lr": cfg.probe_lr, "weight_decay": 0.0})
         global_batch = self.config.batch_size * self.trainer.world_size
@@ -99,6 +108,18 @@ class SelfSupervisedModule(L.LightningModule):
         )
 
     # ------------------------------------------------------------------ training
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        cfg = self.config.optim
+        if cfg.weight_decay_end is None:
+            return
+        # DINO's weight-decay schedule (Caron et al. 2021, App. B): cosine from start to end.
+        decay = cosine_momentum(cfg.weight_decay, self._progress().fraction, final=cfg.weight_decay_end)
+        for group in self.trainer.optimizers[0].param_groups:
+            if group.get("decay_schedule"):
+                group["weight_decay"] = decay
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.method.on_before_optimizer_step(self._progress())
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.batch_augment is None or not self.trainer.training:
             return batch
@@ -150,8 +171,8 @@ class SelfSupervisedModule(L.LightningModule):
         assert self.knn_data is not None
         cfg = self.config.monitor
         kwargs = dict(batch_size=512, device=self.device, channels_last=self.channels_last)
-        train_x, train_y = extract_features(self.backbone, self.knn_data.train, **kwargs)
-        test_x, test_y = extract_features(self.backbone, self.knn_data.test, **kwargs)
+        train_x, train_y = extract_features(self.encoder, self.knn_data.train, **kwargs)
+        test_x, test_y = extract_features(self.encoder, self.knn_data.test, **kwargs)
         result = knn_accuracy(train_x, train_y, test_x, test_y, self.knn_data.num_classes,
                               k=min(cfg.knn_k, len(train_y)), temperature=cfg.knn_temperature)
         return float(result["knn_top1"])
@@ -161,7 +182,8 @@ class SelfSupervisedModule(L.LightningModule):
         checkpoint[CHECKPOINT_KEY] = {
             "config": self.config.to_dict(),
             "dataset_info": dataclasses.asdict(self.info),
-            "feature_dim": self.backbone.feature_dim,
+            "num_samples": self.num_samples,
+            "feature_dim": self.encoder.feature_dim,
             "rng": capture_rng_state(),
         }
 

@@ -69,11 +69,6 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def cosine_increase(start: float, end: float, progress: float) -> float:
-    """``end - (end - start)·(cos(π·p) + 1)/2``: BYOL's τ schedule (Grill et al. 2020, Sec. 3.2)."""
-    return end - (end - start) * (math.cos(math.pi * min(1.0, progress)) + 1) / 2
-
-
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:

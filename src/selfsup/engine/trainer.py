@@ -138,6 +138,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
     module = SelfSupervisedModule(
         config, dataset.info, build_knn_monitor(config, dataset, views),
         batch_views=views if use_batched_augment(config, dataset) else None,
+        num_samples=len(dataset),
     )
 
     output_dir.mkdir(parents=True, exist_ok=True)

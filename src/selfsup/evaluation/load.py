@@ -15,6 +15,7 @@ from selfsup.errors import ConfigError
 RANDOM = "random"
 ENCODER_FORMAT = "selfsup-encoder/1"
 _BACKBONE_PREFIX = "method.backbone."
+_METHOD_PREFIX = "method."
 
 
 @dataclass
@@ -27,6 +28,30 @@ class LoadedEncoder:
     """'random' or the checkpoint path, with its size and mtime: a key for feature caches."""
     config: Optional[Dict[str, Any]] = None
     """The training config, when the encoder comes from a training checkpoint."""
+    method: Optional[Dict[str, Any]] = None
+    """For methods whose encoder is more than the backbone (CPC's patch grid, colorization's
+    RGB -> L): ``{"name", "args", "dataset_info", "num_samples"}`` to rebuild it."""
+
+
+def _wraps_backbone(method_name: str) -> bool:
+    """Whether the method's :meth:`~selfsup.methods.Method.encoder` is more than its backbone."""
+    from selfsup.methods import METHODS, Method
+
+    return METHODS.get(method_name).encoder is not Method.encoder
+
+
+def _method_encoder(spec: Dict[str, Any], backbone_name: str, backbone_args: Dict[str, Any],
+                    state: Optional[Dict[str, Any]] = None, state_is_encoder: bool = False) -> nn.Module:
+    """Rebuild the method of ``spec`` around a new backbone, load ``state``, return its encoder."""
+    from selfsup.data import DatasetInfo
+    from selfsup.methods import DataSpec, build_backbone_for, build_method
+
+    info = DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["dataset_info"].items()})
+    backbone = build_backbone_for(spec["name"], backbone_name, backbone_args, info.num_channels, spec["args"])
+    method = build_method(spec["name"], backbone, spec["args"], DataSpec(info, spec.get("num_samples", 0)))
+    if state is not None:
+        (method.encoder() if state_is_encoder else method).load_state_dict(state)
+    return method.encoder()
 
 
 def load_encoder(
@@ -35,17 +60,24 @@ def load_encoder(
     backbone_args: Optional[Dict[str, Any]] = None,
     in_channels: int = 3,
     seed: int = 0,
+    method: Optional[Dict[str, Any]] = None,
 ) -> LoadedEncoder:
-    """Return the backbone stored in ``checkpoint`` (a ``selfsup train`` checkpoint or a file
+    """Return the encoder stored in ``checkpoint`` (a ``selfsup train`` checkpoint or a file
     from :func:`export_encoder`), or — for ``checkpoint="random"`` — a randomly initialised
-    ``backbone`` seeded with ``seed``: the floor any pre-training must beat."""
+    ``backbone`` seeded with ``seed``: the floor any pre-training must beat. ``method`` (the
+    :attr:`LoadedEncoder.method` of a trained encoder) makes the floor the same kind of encoder."""
     if checkpoint == RANDOM:
         if backbone is None:
             raise ConfigError("--checkpoint random needs --backbone NAME (see `selfsup backbones`)")
         torch.manual_seed(seed)
         args = dict(backbone_args or {})
-        encoder = build_backbone(backbone, in_channels=in_channels, **args)
-        return LoadedEncoder(encoder, backbone, args, in_channels, f"random:{backbone}:{args}:{in_channels}:{seed}")
+        if method is not None:
+            encoder = _method_encoder(method, backbone, args)
+        else:
+            encoder = build_backbone(backbone, in_channels=in_channels, **args)
+        return LoadedEncoder(encoder, backbone, args, in_channels,
+                             f"random:{backbone}:{args}:{in_channels}:{seed}:{method and method['name']}",
+                             method=method)
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -54,11 +86,21 @@ def load_encoder(
     source = f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
     if isinstance(stored, dict) and stored.get("format") == ENCODER_FORMAT:
         name, args, channels = stored["backbone"], stored["backbone_args"], stored["in_channels"]
-        state, config = stored["state_dict"], stored.get("config")
+        state, config, spec = stored["state_dict"], stored.get("config"), stored.get("method")
+        if spec is not None:
+            encoder = _method_encoder(spec, name, args, state, state_is_encoder=True)
+            return LoadedEncoder(encoder, name, dict(args), channels, source, config, spec)
     elif isinstance(stored, dict) and "selfsup" in stored and "state_dict" in stored:
-        config = stored["selfsup"]["config"]
+        meta = stored["selfsup"]
+        config = meta["config"]
         name, args = config["backbone"], config["backbone_args"]
-        channels = stored["selfsup"]["dataset_info"]["num_channels"]
+        channels = meta["dataset_info"]["num_channels"]
+        if _wraps_backbone(config["method"]):
+            spec = {"name": config["method"], "args": config["method_args"],
+                    "dataset_info": meta["dataset_info"], "num_samples": meta.get("num_samples", 0)}
+            state = {k[len(_METHOD_PREFIX):]: v for k, v in stored["state_dict"].items() if k.startswith(_METHOD_PREFIX)}
+            encoder = _method_encoder(spec, name, args, state)
+            return LoadedEncoder(encoder, name, dict(args), channels, source, config, spec)
         state = {k[len(_BACKBONE_PREFIX):]: v for k, v in stored["state_dict"].items() if k.startswith(_BACKBONE_PREFIX)}
     else:
         raise ConfigError(f"'{path}' is neither a selfsup training checkpoint nor an exported encoder")
@@ -72,6 +114,8 @@ def export_encoder(loaded: LoadedEncoder, path: str | Path) -> Path:
 
         enc = torch.load(path); model = selfsup.backbones.build_backbone(enc["backbone"],
               in_channels=enc["in_channels"], **enc["backbone_args"]); model.load_state_dict(enc["state_dict"])
+
+    When the encoder wraps the backbone (``enc["method"]`` is set), ``load_encoder(path)`` rebuilds it.
     """
     from selfsup.engine.checkpoint import atomic_torch_save  # the engine owns file writing
 
@@ -83,6 +127,7 @@ def export_encoder(loaded: LoadedEncoder, path: str | Path) -> Path:
         "feature_dim": getattr(loaded.encoder, "feature_dim", None),
         "state_dict": loaded.encoder.state_dict(),
         "config": loaded.config,
+        "method": loaded.method,
     }
     atomic_torch_save(payload, path)
     return Path(path)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Typ
 import torch
 from torch import Tensor, nn
 
+from selfsup.data.base import DatasetInfo
 from selfsup.errors import ConfigError
 from selfsup.transforms import ViewConfig
 
@@ -58,6 +59,19 @@ class Progress:
         return min(1.0, self.step / max(1, self.total_steps))
 
 
+@dataclass(frozen=True)
+class DataSpec:
+    """What a method may know about its training data (the engine passes it; tests may omit it).
+
+    Attributes:
+        info: channels, classes, native image size and normalisation of the dataset.
+        num_samples: number of training images (memory banks keep one entry per image).
+    """
+
+    info: DatasetInfo
+    num_samples: int = 0
+
+
 @dataclass
 class MethodConfig:
     """Base for each method's typed hyper-parameters (subclassed next to the method)."""
@@ -73,11 +87,30 @@ class Method(nn.Module):
     Config: ClassVar[Type[MethodConfig]] = MethodConfig
     #: number of global views the method consumes (2 for SimCLR / BYOL).
     num_views: ClassVar[int] = 2
+    #: which backbones fit: "any", or "vit" for methods that need patch tokens and masks (iBOT).
+    backbone_kind: ClassVar[str] = "any"
 
-    def __init__(self, backbone: nn.Module, config: Optional[MethodConfig] = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, config: Optional[MethodConfig] = None, data: Optional[DataSpec] = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.config = config if config is not None else self.Config()
+        self.data = data
+
+    @classmethod
+    def backbone_in_channels(cls, data_channels: int, config: MethodConfig) -> int:
+        """Input channels of the backbone for data with ``data_channels`` (colorization: 1, L only)."""
+        return data_channels
+
+    def encoder(self) -> nn.Module:
+        """The representation that evaluation and export use: normalised dataset images
+        ``(B, C, H, W)`` -> features ``(B, D)``, with a ``feature_dim`` attribute.
+
+        The backbone for most methods; methods whose encoder needs more (CPC's patch grid,
+        colorization's RGB -> L) return a module wrapping the backbone.
+        """
+        return self.backbone
 
     @classmethod
     def default_views(cls, **overrides: Any) -> ViewConfig:
@@ -104,6 +137,9 @@ class Method(nn.Module):
         """
         raise NotImplementedError
 
+    def on_before_optimizer_step(self, progress: Progress) -> None:
+        """Gradient surgery before the update (DINO cancels its last layer's gradients early on)."""
+
     @torch.no_grad()
     def on_step_end(self, output: MethodOutput, progress: Progress) -> None:
         """Momentum / queue / bank updates; called by the engine after each optimizer step."""
@@ -113,4 +149,4 @@ class Method(nn.Module):
             raise ValueError(f"{type(self).__name__} needs {self.num_views} views, got {len(views)}")
 
 
-__all__ = ["Method", "MethodConfig", "MethodOutput", "Progress", "field"]
+__all__ = ["DataSpec", "Method", "MethodConfig", "MethodOutput", "Progress", "field"]

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import NTXentLoss
-from selfsup.methods.base import Method, MethodConfig, MethodOutput
+from selfsup.methods.base import DataSpec, Method, MethodConfig, MethodOutput
 from selfsup.methods.registry import METHODS
 
 
@@ -40,8 +40,10 @@ class SimCLR(Method):
     Config = SimCLRConfig
     config: SimCLRConfig
 
-    def __init__(self, backbone: nn.Module, config: Optional[SimCLRConfig] = None) -> None:
-        super().__init__(backbone, config)
+    def __init__(
+        self, backbone: nn.Module, config: Optional[SimCLRConfig] = None, data: Optional[DataSpec] = None
+    ) -> None:
+        super().__init__(backbone, config, data)
         cfg = self.config
         self.projector = ProjectionHead(
             backbone.feature_dim,

@@ -61,6 +61,13 @@ class ViewConfig:
                                 local_blur_prob=0.5, local_solarize_prob=0.0), overrides)
 
     @classmethod
+    def crop_flip(cls, **overrides: Any) -> ViewConfig:
+        """One lightly augmented view (random crop at scale (0.5, 1) and flip, no colour ops):
+        the input of pretext tasks, which make their own targets (rotations, tiles, masks)."""
+        return cls._preset(dict(num_global_views=1, crop_scale=(0.5, 1.0), jitter_prob=0.0, grayscale_prob=0.0,
+                                blur_prob=(0.0,), solarize_prob=(0.0,)), overrides)
+
+    @classmethod
     def _preset(cls, preset: dict[str, Any], overrides: dict[str, Any]) -> ViewConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - names)

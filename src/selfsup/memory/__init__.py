@@ -1,0 +1,5 @@
+"""Stateful stores of past embeddings: MoCo's key queue, instance-discrimination memory banks."""
+
+from selfsup.memory.queue import KeyQueue
+
+__all__ = ["KeyQueue"]
