@@ -142,7 +142,8 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def on_step_end(self, output: MethodOutput, progress: Progress) -> None:
-        """Momentum / queue / bank updates; called by the engine after each optimizer step."""
+        """Momentum / queue / bank updates; called by the engine after each optimizer step, with
+        ``progress.step`` = steps completed (1 after the first update)."""
 
     def check_views(self, views: List[Tensor]) -> None:
         if len(views) < self.num_views:
