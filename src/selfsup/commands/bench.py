@@ -1,0 +1,109 @@
+"""``selfsup bench``: every method (or a paper's ablation) under one budget → BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+SECTION_TITLES = {
+    "methods": "Every method, same budget",
+    "moco-momentum": "Ablation: MoCo's key-encoder momentum (He et al. 2019, Table 1)",
+    "simclr-temperature": "Ablation: SimCLR's temperature (Chen et al. 2020, Table 5)",
+    "simclr-batch": "Ablation: SimCLR's batch size (Chen et al. 2020, Fig. 9)",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from selfsup.bench import PRESETS
+
+    p = sub.add_parser(
+        "bench",
+        help="run every method (or an ablation) under one budget and write BENCHMARKS.md",
+        description="Pre-train each entry with its recipe at the common budget (--epochs), evaluate kNN, "
+        "linear and 10%%-label accuracy beside the random-init floor, raw pixels and a supervised "
+        "baseline, and write the table with this exact command. Re-running the same command "
+        "continues where it stopped (finished entries are kept).",
+    )
+    p.add_argument("--preset", default="methods", choices=sorted(PRESETS), help="what to run (default: every method)")
+    p.add_argument("--methods", nargs="+", help="only these methods (preset 'methods')")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--data-dir")
+    p.add_argument("--epochs", type=int, default=2, help="the common training budget per entry (default 2)")
+    p.add_argument("--root", default="runs/bench", help="where runs, features and sections are kept")
+    p.add_argument("--output", default="BENCHMARKS.md")
+    p.add_argument("--no-supervised", action="store_true", help="skip the supervised baseline")
+    p.add_argument("--knn-k", type=int, default=200)
+    p.add_argument("--linear-epochs", type=int, default=100, help="epochs of the linear probes")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override applied to every entry, e.g. trainer.limit_train_batches=20")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from selfsup.bench import PRESETS, BenchSettings, baselines, machine_description, markdown_table, plot_curves, run_entry
+
+    if args.methods and args.preset != "methods":
+        from selfsup.errors import ConfigError
+
+        raise ConfigError(f"--methods only applies to --preset methods, not '{args.preset}'")
+    entries = PRESETS[args.preset](args.methods) if args.methods else PRESETS[args.preset]()
+    root = Path(args.root) / args.data.replace(":", "_").replace("/", "_")
+    settings = BenchSettings(data=args.data, data_dir=args.data_dir, epochs=args.epochs, root=str(root / args.preset),
+                             supervised=not args.no_supervised, extra_overrides=tuple(args.set),
+                             knn_k=args.knn_k, linear_epochs=args.linear_epochs)
+    results = [run_entry(entry, settings) for entry in entries]
+    done = [r for r in results if r.status == "done"]
+    reference = done[0] if done else None  # the floors use the entries' architecture and image size
+    base = baselines(settings, reference.backbone, reference.backbone_args, reference.image_size) \
+        if args.preset == "methods" and reference is not None else {}
+    plot = plot_curves(results, root / f"{args.preset}.png")
+    section = [f"## {SECTION_TITLES.get(args.preset, args.preset)}", "",
+               f"Data: {args.data}; budget: {args.epochs} epochs per entry; machine: {machine_description()}.",
+               f"Command: `{_command(args)}`", "",
+               markdown_table(results, settings, base), ""]
+    if plot is not None:
+        section += [f"kNN accuracy (monitor subset) against training time: `{plot}`", ""]
+    (root / f"{args.preset}.md").write_text("\n".join(section))
+    _assemble(root, Path(args.output))
+    print("\n".join(section))
+    print(f"written: {args.output}")
+    return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command that reproduces this section (options left at their defaults are omitted)."""
+    parts = ["selfsup", "bench"]
+    if args.preset != "methods":
+        parts += ["--preset", args.preset]
+    if args.methods:
+        parts += ["--methods", *args.methods]
+    if args.data != "fashion-mnist":
+        parts += ["--data", args.data]
+    if args.data_dir:
+        parts += ["--data-dir", args.data_dir]
+    parts += ["--epochs", str(args.epochs)]
+    for flag, value, default in (("--knn-k", args.knn_k, 200), ("--linear-epochs", args.linear_epochs, 100)):
+        if value != default:
+            parts += [flag, str(value)]
+    if args.no_supervised:
+        parts.append("--no-supervised")
+    for setting in args.set:
+        parts += ["--set", setting]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _assemble(root: Path, output: Path) -> None:
+    """BENCHMARKS.md = every section written so far under ``root``, presets in a fixed order."""
+    from selfsup.bench import PRESETS
+
+    parts = ["# Benchmarks", "",
+             "Generated by `selfsup bench`; each section shows the command that produced it. Accuracies in %, "
+             "on the test split; floors are a randomly initialised encoder of the same architecture.", ""]
+    for preset in ["methods"] + sorted(set(PRESETS) - {"methods"}):
+        section = root / f"{preset}.md"
+        if section.is_file():
+            parts.append(section.read_text())
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(output)

@@ -1,0 +1,51 @@
+"""`selfsup bench`: trains each entry, evaluates against the floors, writes the table, resumes."""
+
+from __future__ import annotations
+
+import json
+
+from selfsup.cli import main
+
+TINY = ["batch_size=8", "num_workers=0", "backbone=resnet18", "backbone_args={small_stem: true, width: 0.125}",
+        "views.image_size=16", "optim.warmup_epochs=0", "trainer.limit_train_batches=2",
+        "monitor.knn_train_samples=16", "monitor.knn_test_samples=8", "monitor.knn_k=5"]
+
+
+def bench_args(data, root, output, *extra):
+    args = ["bench", "--data", f"folder:{data}", "--epochs", "1", "--root", str(root), "--output", str(output),
+            "--knn-k", "5", "--linear-epochs", "5"]
+    for setting in TINY:
+        args += ["--set", setting]
+    return args + list(extra)
+
+
+def test_bench_writes_the_table_and_reuses_finished_entries(shapes_folder, tmp_path, monkeypatch):
+    output = tmp_path / "BENCHMARKS.md"
+    args = bench_args(shapes_folder, tmp_path / "bench", output, "--methods", "simclr")
+    assert main(args) == 0
+    text = output.read_text()
+    assert "| simclr | resnet18 |" in text and "raw pixels" in text and "supervised resnet18 1 epochs" in text
+    assert "Command: `selfsup bench --methods simclr --data folder:" in text
+    entry = next((tmp_path / "bench").rglob("result.json"))
+    result = json.loads(entry.read_text())
+    assert result["status"] == "done" and 0 <= result["metrics"]["knn_top1"] <= 1 and result["curve"]
+    assert "fewshot0.1_linear_top1" in result["metrics"] and "knn_top1" in result["floor"]
+
+    # A second run finds the finished entry and does not train again.
+    calls = []
+    monkeypatch.setattr("selfsup.engine.train", lambda *a, **k: calls.append(a))
+    assert main(args) == 0
+    assert calls == [] and "| simclr | resnet18 |" in output.read_text()
+
+
+def test_bench_reports_an_entry_that_cannot_run(shapes_folder, tmp_path):
+    output = tmp_path / "BENCHMARKS.md"
+    args = bench_args(shapes_folder, tmp_path / "bench", output, "--methods", "simclr", "--no-supervised",
+                      "--set", "batch_size=4096")
+    assert main(args) == 0
+    assert "not run: batch_size 4096 is larger than the dataset" in output.read_text()
+
+
+def test_unknown_method_is_a_one_line_error(tmp_path, capsys):
+    assert main(["bench", "--methods", "nope", "--root", str(tmp_path)]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
