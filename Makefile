@@ -36,8 +36,11 @@ test: $(STAMP) data
 test-slow: $(STAMP) data
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
+# Throughput tables: selfsup alone, then against lightly (installed here as the `bench` extra).
 bench: $(STAMP) data
-	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/throughput_table.py
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python benchmarks/vs_lightly.py --output runs/vs_lightly.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

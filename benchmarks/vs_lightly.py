@@ -1,0 +1,290 @@
+"""selfsup against lightly (the most used SSL library) on the same CPU work: images/s per step.
+
+    pip install -e '.[bench]'        # lightly is an optional extra, never a runtime dependency
+    python benchmarks/vs_lightly.py --methods simclr byol dino --steps 5 --rounds 2
+
+For each method both sides train the same network on the same data with the same optimizer:
+ResNet-18 with the small-image stem (3×3 conv, no max-pool) on 1-channel Fashion-MNIST
+upsampled to 32×32 crops, batch 256, the same head sizes (lightly's CIFAR-10 example sizes), SGD
+with momentum, and the paper's view recipe expressed in each library's own transform options.
+Each side is used as its documentation shows:
+
+* lightly: its transforms (``SimCLRTransform``, ``BYOLTransform``, ``DINOTransform``) per PIL
+  image in DataLoader workers, its heads and losses, one forward per view, its momentum helpers;
+* selfsup: the uint8 dataset in memory, ``BatchedMultiViewTransform`` on the batch in the training
+  process, channels_last, the registered method (``build_method``) and its ``on_step_end``.
+
+Two timings per side, each the median over ``--steps`` steps after ``--warmup``: *model* (forward,
+backward, optimizer step and momentum update on views already in memory) and *full* (the loop
+with its data pipeline; ``data_wait_share`` is the part of the step spent waiting for views).
+lightly's full step is measured with each worker count of ``--lightly-workers`` and the fastest
+is kept. Sides alternate (``--rounds``) so that drifts of the machine hit both. One JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, Iterator, List, Sequence
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import Tensor, nn
+
+from selfsup.backbones import build_backbone
+from selfsup.data import TensorImageDataset, load_dataset
+from selfsup.methods import Progress, build_method
+from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
+
+SIZE = 32  # crops of the 28×28 images, resized to 32×32 as in CIFAR-sized recipes
+LOCAL_SIZE = 16
+LOCAL_VIEWS = 6  # lightly's DINOTransform default
+LR, MOMENTUM, WEIGHT_DECAY = 0.06, 0.9, 5e-4
+
+# Head sizes of lightly's CIFAR-10 examples, used on both sides.
+METHOD_ARGS = {
+    "simclr": {"projection_hidden_dim": 512, "projection_dim": 128, "temperature": 0.5},
+    "byol": {"projection_hidden_dim": 1024, "projection_dim": 256, "prediction_hidden_dim": 1024},
+    "dino": {"out_dim": 2048, "head_hidden_dim": 512, "head_bottleneck_dim": 64},
+}
+
+
+def selfsup_views(method: str) -> ViewConfig:
+    if method == "simclr":  # CIFAR recipe: no blur on 32-pixel images (SimCLR App. B.9)
+        return ViewConfig.simclr(image_size=SIZE, blur_prob=(0.0, 0.0))
+    if method == "byol":
+        return ViewConfig.byol(image_size=SIZE)
+    return ViewConfig.dino(image_size=SIZE, num_local_views=LOCAL_VIEWS, local_size=LOCAL_SIZE)
+
+
+# ----------------------------------------------------------------------------- selfsup side
+class SelfsupSide:
+    def __init__(self, method: str, images: Tensor, info, batch: int) -> None:
+        torch.manual_seed(0)
+        backbone = build_backbone("resnet18", in_channels=1, small_stem=True)
+        self.method = build_method(method, backbone, METHOD_ARGS[method]).to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD([p for p in self.method.parameters() if p.requires_grad], lr=LR,
+                                         momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+        self.augment = BatchedMultiViewTransform(selfsup_views(method), info)
+        self.dataset = TensorImageDataset(images, None, info)
+        self.batch = batch
+        self.step_count = 0
+
+    def batches(self, workers: int = 0) -> Iterator[List[Tensor]]:
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch, shuffle=True, drop_last=True)
+        for images, _ in loader:
+            yield self.augment(images)
+
+    def step(self, views: List[Tensor]) -> None:
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        out = self.method(views)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.method.on_before_optimizer_step(Progress(self.step_count, 1000))
+        self.optimizer.step()
+        self.step_count += 1
+        self.method.on_step_end(out, Progress(self.step_count, 1000))
+
+
+# ----------------------------------------------------------------------------- lightly side
+def lightly_resnet18() -> nn.Module:
+    """torchvision's ResNet-18 with the small-image stem, as lightly's CIFAR examples build it."""
+    net = torchvision.models.resnet18()
+    net.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return net
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """Fashion-MNIST as PIL images through a lightly transform (how lightly's examples feed data)."""
+
+    def __init__(self, images: Tensor, transform: Callable) -> None:
+        self.images = images.numpy()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.images[i, 0], mode="L"))
+
+
+class LightlySide:
+    def __init__(self, method: str, images: Tensor, info, batch: int) -> None:
+        from lightly import loss as lloss
+        from lightly.models import modules, utils
+        from lightly import transforms as lt
+        from lightly.utils.scheduler import cosine_schedule
+
+        torch.manual_seed(0)
+        self.method, self.batch, self.utils, self.cosine_schedule = method, batch, utils, cosine_schedule
+        gray = {"mean": list(info.mean), "std": list(info.std)}
+        self.backbone = lightly_resnet18()
+        args = METHOD_ARGS[method]
+        if method == "simclr":
+            self.transform = lt.SimCLRTransform(input_size=SIZE, gaussian_blur=0.0, normalize=gray)
+            self.head = modules.SimCLRProjectionHead(512, args["projection_hidden_dim"], args["projection_dim"])
+            self.criterion = lloss.NTXentLoss(temperature=args["temperature"])
+            params = list(self.backbone.parameters()) + list(self.head.parameters())
+        elif method == "byol":
+            self.transform = lt.BYOLTransform(
+                view_1_transform=lt.BYOLView1Transform(input_size=SIZE, normalize=gray),
+                view_2_transform=lt.BYOLView2Transform(input_size=SIZE, normalize=gray))
+            self.head = modules.BYOLProjectionHead(512, args["projection_hidden_dim"], args["projection_dim"])
+            self.predictor = modules.BYOLPredictionHead(args["projection_dim"], args["prediction_hidden_dim"],
+                                                        args["projection_dim"])
+            self.target_backbone, self.target_head = copy.deepcopy(self.backbone), copy.deepcopy(self.head)
+            utils.deactivate_requires_grad(self.target_backbone)
+            utils.deactivate_requires_grad(self.target_head)
+            self.criterion = lloss.NegativeCosineSimilarity()
+            params = [*self.backbone.parameters(), *self.head.parameters(), *self.predictor.parameters()]
+        else:
+            self.transform = lt.DINOTransform(global_crop_size=SIZE, local_crop_size=LOCAL_SIZE,
+                                              n_local_views=LOCAL_VIEWS, normalize=gray)
+            sizes = (512, args["head_hidden_dim"], args["head_bottleneck_dim"], args["out_dim"])
+            self.head = modules.DINOProjectionHead(*sizes, freeze_last_layer=1)
+            # A weight-normalised layer cannot be deep-copied: the teacher head is built, as in
+            # lightly's DINO example, and given the student's weights.
+            self.target_backbone, self.target_head = copy.deepcopy(self.backbone), modules.DINOProjectionHead(*sizes)
+            self.target_head.load_state_dict(self.head.state_dict())
+            utils.deactivate_requires_grad(self.target_backbone)
+            utils.deactivate_requires_grad(self.target_head)
+            self.criterion = lloss.DINOLoss(output_dim=args["out_dim"], warmup_teacher_temp_epochs=5)
+            params = [*self.backbone.parameters(), *self.head.parameters()]
+        self.optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+        self.dataset = PILDataset(images, self.transform)
+        self.step_count = 0
+
+    def batches(self, workers: int = 0) -> Iterator[List[Tensor]]:
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch, shuffle=True, drop_last=True,
+                                             num_workers=workers, persistent_workers=False)
+        for views in loader:
+            yield views
+
+    def step(self, views: List[Tensor]) -> None:
+        momentum = self.cosine_schedule(self.step_count, 1000, 0.996, 1.0)
+        if self.method == "simclr":
+            z0, z1 = self.head(self.backbone(views[0])), self.head(self.backbone(views[1]))
+            loss = self.criterion(z0, z1)
+        elif self.method == "byol":
+            self.utils.update_momentum(self.backbone, self.target_backbone, m=momentum)
+            self.utils.update_momentum(self.head, self.target_head, m=momentum)
+            p0, p1 = (self.predictor(self.head(self.backbone(v))) for v in views[:2])
+            with torch.no_grad():
+                t0, t1 = (self.target_head(self.target_backbone(v)) for v in views[:2])
+            loss = 0.5 * (self.criterion(p0, t1) + self.criterion(p1, t0))
+        else:
+            self.utils.update_momentum(self.backbone, self.target_backbone, m=momentum)
+            self.utils.update_momentum(self.head, self.target_head, m=momentum)
+            with torch.no_grad():
+                teacher = [self.target_head(self.target_backbone(v)) for v in views[:2]]
+            student = [self.head(self.backbone(v)) for v in views]
+            loss = self.criterion(teacher, student, epoch=0)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.method == "dino":
+            self.head.cancel_last_layer_gradients(current_epoch=0)
+        self.optimizer.step()
+        self.step_count += 1
+
+
+# ----------------------------------------------------------------------------- timing
+def time_model(side, steps: int, warmup: int) -> float:
+    views = next(side.batches())
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        side.step(views)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return side.batch / statistics.median(times)
+
+
+def time_full(side, steps: int, warmup: int, workers: int) -> Dict[str, float]:
+    times, waits = [], []
+    batches = side.batches(workers)
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        views = next(batches)
+        got = time.perf_counter()
+        side.step(views)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+            waits.append(got - start)
+    del batches  # shuts the loader's workers down before the other side runs
+    return {"img_per_s": side.batch / statistics.median(times), "data_wait_share": sum(waits) / sum(times)}
+
+
+def compare(method: str, images: Tensor, info, args: argparse.Namespace) -> Dict[str, object]:
+    runs: Dict[str, List[Dict[str, float]]] = {"selfsup": [], "lightly": []}
+    for _ in range(args.rounds):
+        for name, cls in (("selfsup", SelfsupSide), ("lightly", LightlySide)):
+            side = cls(method, images, info, args.batch_size)
+            model = time_model(side, args.steps, args.warmup)
+            workers = [0] if name == "selfsup" else args.lightly_workers
+            fulls = {w: time_full(side, args.steps, args.warmup, w) for w in workers}
+            best = max(fulls, key=lambda w: fulls[w]["img_per_s"])
+            runs[name].append({"model_img_per_s": model, "full_img_per_s": fulls[best]["img_per_s"],
+                               "data_wait_share": fulls[best]["data_wait_share"], "workers": best})
+            print(f"[{method}] {name}: model {model:.1f} img/s, full {fulls[best]['img_per_s']:.1f} img/s "
+                  f"({best} workers, data wait {100 * fulls[best]['data_wait_share']:.1f} %)", file=sys.stderr, flush=True)
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
+    summary = {name: {key: round(median(name, key), 2) for key in ("model_img_per_s", "full_img_per_s", "data_wait_share")}
+               for name in runs}
+    summary["ratio_model"] = round(summary["selfsup"]["model_img_per_s"] / summary["lightly"]["model_img_per_s"], 2)
+    summary["ratio_full"] = round(summary["selfsup"]["full_img_per_s"] / summary["lightly"]["full_img_per_s"], 2)
+    summary["runs"] = runs
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=["simclr", "byol", "dino"], choices=sorted(METHOD_ARGS))
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="alternations selfsup → lightly per method")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--lightly-workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers tried for lightly")
+    p.add_argument("--subset", type=int, default=20000, help="training images loaded (enough for the steps)")
+    p.add_argument("--data-dir")
+    p.add_argument("--output", help="also write the JSON here")
+    args = p.parse_args(argv)
+    try:
+        import lightly  # noqa: F401
+    except ImportError:
+        print("lightly is not installed: pip install -e '.[bench]' (or pip install lightly)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    data = load_dataset("fashion-mnist", "train", args.data_dir)
+    images = torch.stack([data[i][0] for i in range(min(args.subset, len(data)))])
+    import lightly as lightly_module
+
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
+        "torch": torch.__version__, "lightly": lightly_module.__version__, "batch_size": args.batch_size,
+        "image_size": SIZE, "backbone": "resnet18, small-image stem, 1 input channel",
+        "methods": {m: compare(m, images, data.info, args) for m in args.methods},
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
