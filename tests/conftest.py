@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(2)
+# Two threads on the 2-core CI machine; OMP_NUM_THREADS (e.g. 1 on a shared machine) wins.
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
 
 
 def write_image_folder(root: Path, classes=("circle", "square"), per_class: int = 24, size: int = 20,

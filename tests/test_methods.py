@@ -15,10 +15,16 @@ def tiny_backbone(in_channels: int = 1) -> nn.Module:
     return build_backbone("resnet18", in_channels=in_channels, small_stem=True, width=0.125)
 
 
-def smoke_setup(name: str, channels: int = 1, size: int = 16, batch: int = 4):
+# Colour images suit every method (colorization needs them); video colorization trains on pairs
+# of frames stacked along the channels.
+SMOKE_CHANNELS = {"video-colorization": 6}
+
+
+def smoke_setup(name: str, size: int = 16, batch: int = 4):
     """The method ``name`` on a tiny backbone of the kind it needs, with views made by the
     engine's own batched pipeline from the method's preset, as in training."""
     cls = METHODS.get(name)
+    channels = SMOKE_CHANNELS.get(name, 3)
     info = DatasetInfo("smoke", channels, 3, size, (0.5,) * channels, (0.25,) * channels)
     if cls.backbone_kind == "vit":
         backbone, backbone_args = "vit-tiny", {"patch_size": 4, "image_size": size}
@@ -48,7 +54,8 @@ def test_every_method_runs_a_step_and_learns(name):
     method.on_before_optimizer_step(Progress(step=1, total_steps=10))
     optimizer.step()
     method.on_step_end(out, Progress(step=1, total_steps=10))
-    assert method.encoder()(views[0]).shape == (4, method.encoder().feature_dim)
+    single = views[0][:, :3]  # one image (for video colorization: the first frame of each pair)
+    assert method.encoder()(single).shape == (4, method.encoder().feature_dim)
 
 
 def test_simclr_loss_decreases_on_fixed_views():

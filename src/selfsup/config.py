@@ -81,6 +81,8 @@ class MonitorConfig:
     knn_train_samples: int = 10000
     """Size of the memory bank of training images used by the epoch-end kNN monitor."""
     knn_test_samples: int = 2000
+    health_samples: int = 1024
+    """Recent feature rows read by the epoch-end health metrics (RankMe, feature std, uniformity); 0 = off."""
 
 
 @dataclass

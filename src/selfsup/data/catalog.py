@@ -15,6 +15,7 @@ DatasetFactory = Callable[[str, "str | None", bool], ImageDataset]
 DATASETS: Registry[DatasetFactory] = Registry("dataset")
 
 FOLDER_PREFIX = "folder:"
+FRAMES_PREFIX = "frames:"  # a folder of videos, one sub-folder of frames each (selfsup.data.frames)
 
 
 def load_dataset(
@@ -27,6 +28,9 @@ def load_dataset(
     if name.startswith(FOLDER_PREFIX):
         # The path is part of the name, so a recipe names its data in one place.
         return DATASETS.get(FOLDER_PREFIX + "PATH")(split, name[len(FOLDER_PREFIX):], download)
+    if name.startswith(FRAMES_PREFIX):
+        from selfsup.data import frames  # noqa: F401  registers "frames:PATH"; it imports this module
+        return DATASETS.get(FRAMES_PREFIX + "PATH")(split, name[len(FRAMES_PREFIX):], download)
     return DATASETS.get(name)(split, data_dir, download)
 
 

@@ -8,6 +8,7 @@ the RNG state that makes ``--resume`` continue exactly.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -23,11 +24,14 @@ from selfsup.engine.checkpoint import capture_rng_state, restore_rng_state
 from selfsup.engine.optim import build_optimizer, build_scheduler, split_decay_groups
 from selfsup.errors import TrainingDiverged
 from selfsup.evaluation import extract_features, knn_accuracy
+from selfsup.evaluation.health import SECOND_VIEW_KEY, HealthMonitor
 from selfsup.methods import DataSpec, Progress, build_backbone_for, build_method
 from selfsup.methods.momentum import cosine_momentum
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
 
 CHECKPOINT_KEY = "selfsup"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,6 +75,8 @@ class SelfSupervisedModule(L.LightningModule):
         if config.monitor.online_probe and info.num_classes > 0:
             self.probe = nn.Linear(self.encoder.feature_dim, info.num_classes)
         self.batch_augment = BatchedMultiViewTransform(batch_views, info) if batch_views is not None else None
+        health_samples = config.monitor.health_samples
+        self.health = HealthMonitor(health_samples) if health_samples > 1 else None
         self.channels_last = config.trainer.channels_last and _is_convolutional(backbone)
         self._total_steps = 1  # set by configure_optimizers, once the trainer knows the data
         if self.channels_last:
@@ -137,6 +143,8 @@ class SelfSupervisedModule(L.LightningModule):
                 f"stopped, the last good checkpoint in {self.config.output_dir} is kept — try a lower optim.lr"
             )
         batch_size = views[0].shape[0]
+        if self.health is not None:
+            self.health.update(output.features, output.extras.get(SECOND_VIEW_KEY))
         logs = {"train/loss": output.loss.detach()}
         logs.update({f"train/{name}": value for name, value in output.logs.items()})
         loss = output.loss
@@ -158,12 +166,29 @@ class SelfSupervisedModule(L.LightningModule):
             self.method.on_step_end(outputs["output"], self._progress())
 
     def on_train_epoch_end(self) -> None:
+        self.log_health()
         every = self.config.monitor.knn_every
         if self.knn_data is None or every <= 0 or (self.current_epoch + 1) % every:
             return
         # The monitor must not change the training trajectory: keep the RNG streams untouched.
         with torch.random.fork_rng(devices=[]):
             self.log("knn_top1", self.knn_monitor(), prog_bar=True, on_epoch=True, sync_dist=False)
+
+    def log_health(self) -> None:
+        """Log ``health/*`` (see :mod:`selfsup.evaluation.health`) of this epoch's last features;
+        warn once if they look collapsed."""
+        if self.health is None:
+            return
+        metrics = self.health.compute()
+        self.health.reset()
+        if not metrics:
+            return
+        self.log_dict({f"health/{name}": value for name, value in metrics.items()}, on_epoch=True, sync_dist=False)
+        if self.health.is_collapsing(metrics) and not self.health.collapse_warned:
+            self.health.collapse_warned = True
+            log.warning("representation collapse? at epoch %d the features' std·sqrt(D) is %.3g < %.2g "
+                        "(isotropic features: ~1; effective rank %.1f) — check lr, temperature, augmentations",
+                        self.current_epoch, metrics["feature_std_ratio"], self.health.collapse_ratio, metrics["rankme"])
 
     @torch.no_grad()
     def knn_monitor(self) -> float:

@@ -38,19 +38,44 @@ def knn_predict(
     Returns:
         ``(Q, C)`` scores: for each class, the summed weights of the neighbours of that class.
     """
+    return knn_predict_sweep(train_features, train_labels, query_features, num_classes, (k,), temperature,
+                             chunk_size)[min(k, len(train_features))]
+
+
+def knn_predict_sweep(
+    train_features: Tensor,
+    train_labels: Tensor,
+    query_features: Tensor,
+    num_classes: int,
+    ks: Sequence[int],
+    temperature: float = 0.1,
+    chunk_size: int = 1024,
+) -> Dict[int, Tensor]:
+    """:func:`knn_predict` for several ``k`` from ONE similarity pass over the memory bank.
+
+    Each chunk of queries is compared with the bank once and its ``max(ks)`` nearest neighbours
+    are taken, sorted by similarity; the vote for each ``k`` reads the first ``k`` of them.
+
+    Returns:
+        ``{k: (Q, C) scores}``, one entry per distinct ``k`` after clamping to ``N``.
+    """
     if train_features.ndim != 2 or query_features.ndim != 2 or train_features.shape[1] != query_features.shape[1]:
         raise ValueError(f"features must be (N, D) and (Q, D), got {tuple(train_features.shape)} "
                          f"and {tuple(query_features.shape)}")
-    k = min(k, len(train_features))
+    if not ks or min(ks) < 1:
+        raise ValueError(f"k must be positive integers, got {list(ks)}")
+    clamped = sorted({min(int(k), len(train_features)) for k in ks})
     bank = F.normalize(train_features.float(), dim=1)  # (N, D)
     queries = F.normalize(query_features.float(), dim=1)  # (Q, D)
     labels = train_labels.to(bank.device, torch.int64)
-    scores = torch.zeros(len(queries), num_classes, device=bank.device)  # (Q, C)
+    scores = {k: torch.zeros(len(queries), num_classes, device=bank.device) for k in clamped}  # (Q, C) each
     for start in range(0, len(queries), chunk_size):
         sims = queries[start:start + chunk_size].to(bank.device) @ bank.T  # (q, N) cosine similarities
-        top_sims, top_idx = sims.topk(k, dim=1)  # (q, k)
+        top_sims, top_idx = sims.topk(clamped[-1], dim=1)  # (q, max k), most similar first
         weights = (top_sims / temperature).exp()
-        scores[start:start + chunk_size].scatter_add_(1, labels[top_idx], weights)
+        neighbour_labels = labels[top_idx]  # (q, max k)
+        for k in clamped:
+            scores[k][start:start + chunk_size].scatter_add_(1, neighbour_labels[:, :k], weights[:, :k])
     return scores
 
 
@@ -71,6 +96,28 @@ def knn_accuracy(
     scores = knn_predict(train_features, train_labels, query_features, num_classes, k, temperature, chunk_size)
     top1, top5 = topk_accuracy(scores, query_labels, (1, 5))
     return {"knn_top1": top1, "knn_top5": top5}
+
+
+def knn_sweep(
+    train_features: Tensor,
+    train_labels: Tensor,
+    query_features: Tensor,
+    query_labels: Tensor,
+    num_classes: int,
+    ks: Sequence[int] = (10, 20, 100, 200),
+    temperature: float = 0.1,
+    chunk_size: int = 1024,
+) -> Dict[int, Dict[str, float]]:
+    """:func:`knn_accuracy` for every ``k`` in ``ks`` from one similarity pass: ``{k: {"knn_top1", "knn_top5"}}``.
+
+    Keys are the requested ``k`` (a ``k`` above ``N`` uses all ``N`` samples, as :func:`knn_predict`).
+    """
+    scores = knn_predict_sweep(train_features, train_labels, query_features, num_classes, ks, temperature, chunk_size)
+    results = {}
+    for k in ks:
+        top1, top5 = topk_accuracy(scores[min(int(k), len(train_features))], query_labels, (1, 5))
+        results[int(k)] = {"knn_top1": top1, "knn_top5": top5}
+    return results
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> Tuple[float, ...]:

@@ -7,19 +7,24 @@ feature first, which removes the need to tune the learning rate per encoder: fea
 differ by orders of magnitude between methods. Because the features are frozen, the
 normalisation uses the exact statistics of the whole training set (what BatchNorm's running
 averages converge to) and is applied once, so each step is one ``(B, D) @ (D, C)`` matmul.
+
+:func:`linear_probe_sweep` chooses the learning rate on a held-out part of the training split
+and reports the probe retrained with it on the whole split: the test split is never used to choose.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.errors import ConfigError
 from selfsup.evaluation.knn import topk_accuracy
+from selfsup.evaluation.subsets import stratified_split
 
 
 @dataclass
@@ -106,3 +111,52 @@ def linear_probe(
         (train_top1,) = topk_accuracy(head(x_train), y_train, (1,))
     return LinearProbeResult(top1=test_top1, top5=test_top5, train_top1=train_top1, epochs=epochs, lr=lr,
                              classifier=classifier.cpu().eval())
+
+
+@dataclass
+class LinearSweepResult:
+    """The linear probe retrained on the whole training split with the learning rate chosen on a
+    held-out part of it; ``val_top1`` maps each tried lr to its held-out accuracy (fractions)."""
+
+    best: LinearProbeResult
+    val_top1: Dict[float, float]
+    val_fraction: float
+
+    @property
+    def lr(self) -> float:
+        return self.best.lr
+
+
+def linear_probe_sweep(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    lrs: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    **probe_kwargs: Any,
+) -> LinearSweepResult:
+    """Choose the learning rate of :func:`linear_probe` without ever looking at the test split.
+
+    1. Hold out ``val_fraction`` of each class of the training features (seeded, stratified).
+    2. Train one probe per lr on the rest and measure its top-1 on the held-out part.
+    3. Retrain with the best lr (the smallest one on ties) on the WHOLE training split and report
+       its test accuracy — the protocol of the sweeps in SimCLR (Chen et al. 2020, App. B.6) and
+       DINO's linear evaluation, with the selection moved from the test to a held-out train part.
+
+    ``probe_kwargs`` (epochs, batch_size, weight_decay, batch_norm, device) go to every probe.
+    """
+    if not lrs or min(lrs) <= 0:
+        raise ConfigError(f"learning rates must be positive, got {list(lrs)}")
+    fit_idx, val_idx = stratified_split(train_labels, val_fraction, seed)
+    val_top1: Dict[float, float] = {}
+    for lr in lrs:
+        held_out = linear_probe(train_features[fit_idx], train_labels[fit_idx], train_features[val_idx],
+                                train_labels[val_idx], num_classes, lr=lr, seed=seed, **probe_kwargs)
+        val_top1[float(lr)] = held_out.top1
+    best_lr = max(sorted(val_top1), key=lambda lr: val_top1[lr])  # max keeps the first (smallest) of ties
+    best = linear_probe(train_features, train_labels, test_features, test_labels, num_classes, lr=best_lr,
+                        seed=seed, **probe_kwargs)
+    return LinearSweepResult(best=best, val_top1=val_top1, val_fraction=val_fraction)

@@ -1,29 +1,55 @@
-"""Run the evaluation protocols on one encoder and one labelled dataset."""
+"""Run the frozen-feature protocols (kNN, linear probe, few-label probe) on one encoder and one
+labelled dataset; the features of each split are extracted once and shared by all of them.
+
+Result keys (fractions in [0, 1]):
+
+* ``knn_top1``, ``knn_top5`` for ``knn_k``; with ``knn_ks`` also ``knn_top1_k{k}``, ``knn_top5_k{k}``
+  for every ``k`` (one similarity pass), and ``knn_top1``/``knn_top5`` are those of the first ``k``.
+* ``linear_top1``, ``linear_top5``, ``linear_train_top1``, ``linear_lr``; with several
+  ``linear_lrs`` the lr is chosen on a held-out part of the TRAIN split, whose accuracies are
+  ``linear_val_top1_lr{lr}``, then the probe is retrained on the whole train split.
+* ``fewshot{f}_linear_top1``, ``fewshot{f}_knn_top1``, ``fewshot{f}_num_labels`` for each fraction
+  ``f`` of ``fewshot_fractions`` (class-balanced subsets of the train split, fixed by ``seed``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from selfsup.data import ImageDataset, TransformDataset
+from selfsup.errors import ConfigError
 from selfsup.evaluation.features import FeatureCache, extract_features
-from selfsup.evaluation.knn import knn_accuracy
-from selfsup.evaluation.linear import linear_probe
+from selfsup.evaluation.knn import knn_sweep
+from selfsup.evaluation.linear import LinearProbeResult, linear_probe, linear_probe_sweep
+from selfsup.evaluation.subsets import balanced_subset
 from selfsup.transforms import eval_transform
 
 PROTOCOLS = ("knn", "linear")
+"""The default protocols of :func:`evaluate_encoder`."""
+FEATURE_PROTOCOLS = ("knn", "linear", "fewshot")
+"""Every protocol that :func:`evaluate_encoder` runs on frozen features."""
 
 
 @dataclass
 class EvalSettings:
     knn_k: int = 200
+    knn_ks: List[int] = field(default_factory=list)
+    """Several k from one similarity pass (e.g. [10, 20, 100, 200]); empty = just ``knn_k``."""
     knn_temperature: float = 0.1
     linear_epochs: int = 100
     linear_lr: float = 0.1
+    linear_lrs: List[float] = field(default_factory=list)
+    """Learning rates to choose from on a held-out part of the train split; empty = just ``linear_lr``."""
+    linear_val_fraction: float = 0.1
+    """Share of each class of the train split held out to choose the lr."""
     linear_batch_norm: bool = True
+    fewshot_fractions: List[float] = field(default_factory=lambda: [0.01, 0.1])
+    """Label fractions of the few-label protocol (class-balanced subsets of the train split)."""
+    seed: int = 0
+    """Fixes the held-out split, the few-label subsets and the probes' shuffling."""
     batch_size: int = 512
     image_size: Optional[int] = None
     device: str = "cpu"
@@ -63,20 +89,65 @@ def evaluate_encoder(
     cache: Optional[FeatureCache] = None,
     cache_key: str = "",
 ) -> Dict[str, float]:
-    """kNN and/or linear-probe accuracy (fractions) of ``encoder`` on a labelled dataset."""
+    """kNN, linear-probe and/or few-label accuracy (fractions) of ``encoder`` on a labelled dataset.
+
+    ``protocols`` is a subset of :data:`FEATURE_PROTOCOLS`; the keys returned are listed in the
+    module docstring.
+    """
     settings = settings or EvalSettings()
-    unknown = sorted(set(protocols) - set(PROTOCOLS))
+    unknown = sorted(set(protocols) - set(FEATURE_PROTOCOLS))
     if unknown:
-        raise ValueError(f"unknown protocol(s) {unknown}; valid: {', '.join(PROTOCOLS)}")
+        raise ValueError(f"unknown protocol(s) {unknown}; valid: {', '.join(FEATURE_PROTOCOLS)}")
     (train_x, train_y), (test_x, test_y) = encode_splits(encoder, train_set, test_set, settings, cache, cache_key)
-    num_classes = train_set.info.num_classes
+    return evaluate_features(train_x, train_y, test_x, test_y, train_set.info.num_classes, protocols, settings)
+
+
+def evaluate_features(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    num_classes: int,
+    protocols: Sequence[str] = PROTOCOLS,
+    settings: Optional[EvalSettings] = None,
+) -> Dict[str, float]:
+    """The protocols of :func:`evaluate_encoder` on features already extracted: ``(N, D)``, ``(N,)``, ``(M, D)``, ``(M,)``."""
+    settings = settings or EvalSettings()
     results: Dict[str, float] = {"feature_dim": float(train_x.shape[1])}
     if "knn" in protocols:
-        results.update(knn_accuracy(train_x, train_y, test_x, test_y, num_classes,
-                                    k=min(settings.knn_k, len(train_y)), temperature=settings.knn_temperature))
+        ks = list(settings.knn_ks) or [settings.knn_k]
+        by_k = knn_sweep(train_x, train_y, test_x, test_y, num_classes, ks, settings.knn_temperature)
+        results.update(by_k[ks[0]])
+        if settings.knn_ks:
+            for k, accuracy in by_k.items():
+                results.update({f"{name}_k{k}": value for name, value in accuracy.items()})
     if "linear" in protocols:
-        torch.manual_seed(0)
-        probe = linear_probe(train_x, train_y, test_x, test_y, num_classes, epochs=settings.linear_epochs,
-                             lr=settings.linear_lr, batch_norm=settings.linear_batch_norm, device=settings.device)
-        results.update({"linear_top1": probe.top1, "linear_top5": probe.top5, "linear_train_top1": probe.train_top1})
+        probe, val_top1 = _linear(train_x, train_y, test_x, test_y, num_classes, settings)
+        results.update({"linear_top1": probe.top1, "linear_top5": probe.top5, "linear_train_top1": probe.train_top1,
+                        "linear_lr": probe.lr})
+        results.update({f"linear_val_top1_lr{lr:g}": value for lr, value in val_top1.items()})
+    if "fewshot" in protocols:
+        if not settings.fewshot_fractions:
+            raise ConfigError("the few-label protocol needs at least one fraction, e.g. fewshot_fractions=[0.01, 0.1]")
+        for fraction in settings.fewshot_fractions:
+            subset = balanced_subset(train_y, fraction, settings.seed)
+            sub_x, sub_y = train_x[subset], train_y[subset]
+            probe, _ = _linear(sub_x, sub_y, test_x, test_y, num_classes, settings)
+            knn = knn_sweep(sub_x, sub_y, test_x, test_y, num_classes, [settings.knn_k], settings.knn_temperature)
+            prefix = f"fewshot{fraction:g}"
+            results.update({f"{prefix}_num_labels": float(len(subset)), f"{prefix}_linear_top1": probe.top1,
+                            f"{prefix}_linear_top5": probe.top5, f"{prefix}_linear_lr": probe.lr,
+                            f"{prefix}_knn_top1": knn[settings.knn_k]["knn_top1"]})
     return results
+
+
+def _linear(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int,
+            settings: EvalSettings) -> Tuple[LinearProbeResult, Dict[float, float]]:
+    """One probe at ``linear_lr``, or the held-out lr sweep over ``linear_lrs``: (result, {lr: val top-1})."""
+    kwargs = dict(epochs=settings.linear_epochs, batch_norm=settings.linear_batch_norm, device=settings.device)
+    if len(settings.linear_lrs) > 1:
+        sweep = linear_probe_sweep(train_x, train_y, test_x, test_y, num_classes, settings.linear_lrs,
+                                   settings.linear_val_fraction, settings.seed, **kwargs)
+        return sweep.best, sweep.val_top1
+    lr = settings.linear_lrs[0] if settings.linear_lrs else settings.linear_lr
+    return linear_probe(train_x, train_y, test_x, test_y, num_classes, lr=lr, seed=settings.seed, **kwargs), {}

@@ -35,7 +35,9 @@ class MethodOutput(NamedTuple):
         logs: named detached scalars to log (e.g. ``{"pos_sim": ...}``).
         features: ``(B, D)`` backbone features of the first view, detached; the engine's online
             linear probe and health metrics read them.
-        extras: tensors the method wants back in :meth:`Method.on_step_end` (e.g. MoCo's keys).
+        extras: tensors the method wants back in :meth:`Method.on_step_end` (e.g. MoCo's keys);
+            ``extras["features_view2"]`` (detached ``(B, D)`` features of the second view) lets the
+            engine log the alignment of positive pairs (Wang & Isola 2020).
     """
 
     loss: Tensor

@@ -64,4 +64,5 @@ class SimCLR(Method):
         loss = self.criterion(z_a, z_b)
         with torch.no_grad():
             pos_sim = nn.functional.cosine_similarity(z_a, z_b).mean()
-        return MethodOutput(loss=loss, logs={"pos_sim": pos_sim}, features=h[:batch].detach())
+        return MethodOutput(loss=loss, logs={"pos_sim": pos_sim}, features=h[:batch].detach(),
+                            extras={"features_view2": h[batch:2 * batch].detach()})

@@ -1,0 +1,152 @@
+"""Videos as folders of frames: ``frames:PATH``, training pairs for video colorization.
+
+``PATH`` holds one sub-folder per video; a video's frames are the images directly inside its
+folder, in file-name order (``00000.jpg``, ``00001.jpg`` … as DAVIS and most frame dumps name
+them). ``PATH/train`` and ``PATH/test`` (or ``val``) sub-folders, when present, are the splits.
+
+``dataset[i]`` is ``(pair, -1)``: a uint8 tensor ``(2·C, H, W)``, the reference frame's ``C``
+channels then the target frame's, from the same video. Stacking the two frames as channels lets
+the engine batch, crop and flip them like any image (the same crop for both frames) and lets the
+method unstack them (:func:`unstack_frames`). ``info.num_channels`` is ``2·C`` and ``info.mean`` /
+``info.std`` are the per-frame statistics repeated, so normalisation treats both frames alike.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from selfsup.data.base import UNLABELED, DatasetInfo, ImageDataset
+from selfsup.data.catalog import DATASETS
+from selfsup.data.folder import EXTENSIONS, GRAY_MODES, IMAGENET_MEAN, IMAGENET_STD, SPLIT_FOLDERS
+from selfsup.errors import DataError
+
+FRAMES_PER_SAMPLE = 2  # reference, target
+MAX_GAP = 5
+"""Largest distance in frames between a reference and its target (training pairs are drawn with a
+gap uniform in 1..MAX_GAP, limited by the frames before the target)."""
+
+
+def frame_files(video: Path) -> list[Path]:
+    """The frames of one video folder, sorted by file name (hidden files skipped)."""
+    return sorted(p for p in video.iterdir()
+                  if p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
+
+
+def video_folders(root: Path) -> list[Path]:
+    """Sub-folders of ``root`` that hold at least one frame, sorted by name."""
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and frame_files(d))
+
+
+def read_frame(path: Path, mode: str = "RGB") -> Tensor:
+    """One frame as uint8 ``(C, H, W)`` (C = 3 for ``mode="RGB"``, 1 for ``"L"``)."""
+    try:
+        with Image.open(path) as image:
+            return pil_to_tensor(image.convert(mode))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read frame {path}: {e}".replace("\n", " ")) from e
+
+
+def read_video(folder: str | Path, mode: str = "RGB") -> tuple[Tensor, list[Path]]:
+    """All frames of a video folder, uint8 ``(T, C, H, W)``, and their files (in order)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"video folder {folder} does not exist")
+    files = frame_files(folder)
+    if not files:
+        raise DataError(f"no frames ({', '.join(EXTENSIONS)}) in video folder {folder}")
+    frames = [read_frame(p, mode) for p in files]
+    sizes = {tuple(f.shape[1:]) for f in frames}
+    if len(sizes) > 1:
+        raise DataError(f"frames of {folder} differ in size ({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}); "
+                        "a video's frames must share one size")
+    return torch.stack(frames), files
+
+
+def unstack_frames(pairs: Tensor, frames: int = FRAMES_PER_SAMPLE) -> list[Tensor]:
+    """``(B, frames·C, H, W)`` -> ``frames`` tensors ``(B, C, H, W)``, in order (reference first)."""
+    return list(pairs.chunk(frames, dim=1))
+
+
+class FramePairDataset(ImageDataset):
+    """(reference, target) frame pairs of every video below ``root``; see the module docstring.
+
+    Item ``i`` is target frame ``i`` of the concatenated videos (each video's first frame is only
+    ever a reference); its reference is drawn ``gap`` frames earlier, ``gap`` uniform in
+    ``1..min(max_gap, index in its video)``, with torch's global generator (seeded per DataLoader
+    worker). Frames load as RGB unless up to 16 sampled frames are all grayscale.
+    """
+
+    def __init__(self, root: str | Path, max_gap: int = MAX_GAP, name: str | None = None) -> None:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DataError(f"frames folder {root} does not exist")
+        if max_gap < 1:
+            raise DataError(f"max_gap={max_gap} must be >= 1 frame")
+        self.max_gap = max_gap
+        self.videos = [frame_files(v) for v in video_folders(root)]
+        self.videos = [files for files in self.videos if len(files) >= FRAMES_PER_SAMPLE]
+        if not self.videos:
+            raise DataError(f"no videos in {root}: expected one sub-folder per video holding >= 2 frames "
+                            f"({', '.join(EXTENSIONS)}), e.g. {root}/video1/00000.png")
+        self.samples = [(v, t) for v, files in enumerate(self.videos) for t in range(1, len(files))]
+        every = [p for files in self.videos for p in files]
+        sample = every[:: math.ceil(len(every) / 16)]
+        self.mode = "L" if all(_mode(p) in GRAY_MODES for p in sample) else "RGB"
+        channels = 1 if self.mode == "L" else 3
+        first = read_frame(self.videos[0][0], self.mode)
+        mean, std = ((0.5,), (0.5,)) if channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
+        self.info = DatasetInfo(
+            name=name or f"frames:{root}", num_channels=FRAMES_PER_SAMPLE * channels, num_classes=0,
+            image_size=min(first.shape[1:]), mean=mean * FRAMES_PER_SAMPLE, std=std * FRAMES_PER_SAMPLE)
+        self._label_list = [UNLABELED] * len(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        video, target = self.samples[i]
+        gap = int(torch.randint(1, min(self.max_gap, target) + 1, ()).item())
+        files = self.videos[video]
+        reference, frame = read_frame(files[target - gap], self.mode), read_frame(files[target], self.mode)
+        if reference.shape != frame.shape:
+            raise DataError(f"frames {files[target - gap]} and {files[target]} of one video differ in size")
+        return torch.cat([reference, frame]), UNLABELED
+
+
+def _mode(path: Path) -> str:
+    try:
+        with Image.open(path) as image:
+            return image.mode
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read frame {path}: {e}".replace("\n", " ")) from e
+
+
+def _split_root(path: Path, split: str) -> Path:
+    """``PATH/<split>`` when PATH has split folders (train/ plus test/ or val/), else PATH for ``train``."""
+    present = [s for s in SPLIT_FOLDERS if (path / s).is_dir()]
+    if "train" in present and len(present) > 1:
+        if split not in present:
+            raise DataError(f"no split folder '{split}' in {path}; found: {', '.join(present)}")
+        return path / split
+    if split != "train":
+        raise DataError(f"no split folder '{split}' in {path}; without train/ and test/ (or val/) sub-folders "
+                        "the whole folder is split 'train'")
+    return path
+
+
+@DATASETS.register("frames:PATH")
+def frames(split: str, path: str | None, download: bool) -> FramePairDataset:
+    """``frames:PATH``: one sub-folder of frames per video (``split`` picks ``PATH/train`` etc. when present)."""
+    if not path:
+        raise DataError("frames dataset needs a path: use 'frames:/path/to/videos' "
+                        "(one sub-folder of frames per video)")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"frames folder {root} does not exist")
+    return FramePairDataset(_split_root(root, split), name=f"frames:{path}")
