@@ -11,7 +11,9 @@ exponential moving average of the student's (Sec. 3.1, Alg. 1):
 * the teacher's outputs are centred (EMA centre of the batch mean, momentum 0.9, Eq. 4) and
   sharpened (τ_t: 0.04 → 0.07 over the first 30 epochs; student τ_s = 0.1);
 * the teacher follows the student with momentum 0.996 → 1 (cosine);
-* the prototypes layer is frozen during the first epoch, which stabilises training (reference code).
+* the prototypes layer is frozen during the first epoch, which stabilises training (reference code);
+* the teacher runs without dropout or stochastic depth; BatchNorm layers (ResNets) use its own
+  batch statistics and keep its own running averages (not the student's).
 
 Weight decay 0.04 → 0.4 (cosine) and gradient clipping at 3.0 come from the recipe's ``optim``
 section, which the engine applies. The teacher is the better network (Sec. 5, "Building
@@ -64,7 +66,8 @@ class DINOConfig(MethodConfig):
     freeze_last_layer_epochs: int = 1
     """The prototypes layer gets no update during these first epochs."""
     evaluate_teacher: bool = True
-    """Evaluate/export the teacher's backbone (the better one, Sec. 5); false: the student's."""
+    """Evaluate/export the teacher's backbone (the better one after long training, Sec. 5); false:
+    the student's (better in runs of a few hundred steps, where the teacher lags behind)."""
 
 
 @METHODS.register("dino")
