@@ -89,6 +89,25 @@ def test_bank_update_mixes_with_momentum_then_renormalises():
     torch.testing.assert_close(bank.get(indices).norm(dim=1), torch.ones(2))
 
 
+def test_bank_filled_on_first_visit_takes_the_feature_then_mixes():
+    bank = MemoryBank(4, 3, momentum=0.5, fill_on_first_visit=True)
+    stand_in = unit_rows(2, 3, seed=5)
+    indices = torch.tensor([2, 0])
+    # Not filled yet: get() hands out the stand-in, not the random start.
+    torch.testing.assert_close(bank.get(indices, unfilled=stand_in), stand_in)
+    first = unit_rows(2, 3, seed=6)
+    bank.update(indices, first)
+    torch.testing.assert_close(bank.vectors[indices], first)  # no mix with the random start
+    torch.testing.assert_close(bank.get(indices, unfilled=stand_in), first)  # filled: the entry itself
+    second = unit_rows(2, 3, seed=7)
+    bank.update(indices, second)
+    mixed = 0.5 * first + 0.5 * second
+    torch.testing.assert_close(bank.vectors[indices], mixed / mixed.norm(dim=1, keepdim=True))
+    assert bank.filled.tolist() == [True, False, True, False]
+    # A bank starting random (the paper) counts every entry as filled.
+    assert MemoryBank(3, 2).filled.all()
+
+
 def test_bank_samples_valid_indices():
     bank = MemoryBank(5, 2)
     drawn = bank.sample(200, generator=torch.Generator().manual_seed(0))

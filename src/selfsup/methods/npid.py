@@ -48,6 +48,10 @@ class NPIDConfig(MethodConfig):
     """Weight of an entry's old value when the bank is updated (0.5 in the authors' code)."""
     loss: str = "nce"
     """'nce': the paper's NCE approximation; 'softmax': the exact softmax over the whole bank."""
+    fill_on_first_visit: bool = False
+    """false: the bank starts as random unit vectors (the paper), so an image's first visit pulls
+    its feature toward noise; true: an entry takes the image's first feature, and until then the
+    image's own (detached) feature stands in as its positive — short runs avoid the random targets."""
 
 
 @METHODS.register("npid")
@@ -76,7 +80,7 @@ class NPID(Method):
             raise ConfigError(f"npid bank_momentum={cfg.bank_momentum} must be in [0, 1) (the paper's code uses 0.5)")
         # The classifier is replaced by a 128-d linear layer whose output is L2-normalised (Sec. 3).
         self.head = ProjectionHead(backbone.feature_dim, output_dim=cfg.embedding_dim, num_layers=1)
-        self.bank = MemoryBank(data.num_samples, cfg.embedding_dim, cfg.bank_momentum)
+        self.bank = MemoryBank(data.num_samples, cfg.embedding_dim, cfg.bank_momentum, cfg.fill_on_first_visit)
         self.nce = NCELoss(cfg.temperature, data.num_samples)
         self.softmax = InstanceSoftmaxLoss(cfg.temperature)
         # log Z of NCE, estimated at the first step and then constant (Sec. 3.2); NaN = not yet.
@@ -101,7 +105,7 @@ class NPID(Method):
         indices = indices.to(self.bank.vectors.device)
         h = self.backbone(views[0])  # (B, D)
         f = F.normalize(self.head(h), dim=1)  # (B, E)
-        positive = self.bank.get(indices)  # (B, E): v_i from earlier steps, no gradient
+        positive = self.bank.get(indices, unfilled=f.detach())  # (B, E): v_i from earlier steps, no gradient
         extras = {"features": f.detach(), "indices": indices}
         if self.config.loss == "nce":
             # One draw of m noise indices shared by the batch: the same uniform P_n as per-image
