@@ -34,5 +34,28 @@ def test_channels_last_gives_the_same_loss_and_gradients(method_name):
     loss_nhwc.backward()
     for (name, p), q in zip(contiguous.named_parameters(), nhwc.parameters()):
         if p.grad is not None:
-            # Summation order differs between the layouts: compare with a norm-relative tolerance.
-            assert (p.grad - q.grad).norm() <= 1e-4 * p.grad.norm() + 1e-6, name
+            # Summation order (and oneDNN's algorithm, which depends on the thread count) differs
+            # between the layouts: the first conv's gradient sums thousands of terms with
+            # cancellation and moves ~1e-3 relative; a layout bug moves it by O(1).
+            assert (p.grad - q.grad).norm() <= 5e-3 * p.grad.norm() + 1e-6, name
+
+
+@pytest.mark.parametrize("method_name", sorted(SMALL_HEADS))
+def test_bf16_autocast_trains_with_close_loss_and_finite_gradients(method_name):
+    """Mixed precision (``trainer.precision=bf16-mixed``): the loss stays close to float32's,
+    the losses' own arithmetic stays in float32, and every gradient is finite."""
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", in_channels=1, small_stem=True, width=0.25)
+    method = build_method(method_name, backbone, SMALL_HEADS[method_name])
+    views = [torch.randn(8, 1, 16, 16) for _ in range(2)]
+    torch.manual_seed(1)
+    full = method(views).loss
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = method(views).loss
+    assert mixed.dtype == torch.float32, "the loss itself should be computed in float32"
+    # bf16 keeps ~3 significant digits through the network: a loose but meaningful tolerance.
+    assert mixed.item() == pytest.approx(full.item(), rel=3e-2)
+    mixed.backward()
+    grads = [p.grad for p in method.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

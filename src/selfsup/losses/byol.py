@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.losses.precision import full_precision
+
 
 def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
     """``2 − 2·cos(prediction, target)`` per row.
@@ -28,7 +30,8 @@ def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
         raise ValueError(f"expected two (B, D) tensors of equal shape, got {tuple(prediction.shape)} and "
                          f"{tuple(target.shape)}")
     # The target network is updated only by EMA: never let a gradient reach it (Sec. 3.1, "sg").
-    return 2.0 - 2.0 * F.cosine_similarity(prediction, target.detach(), dim=1)
+    # float32 even under mixed precision: 2 − 2·cos loses its small values in bf16.
+    return 2.0 - 2.0 * F.cosine_similarity(full_precision(prediction), full_precision(target.detach()), dim=1)
 
 
 class BYOLLoss(nn.Module):

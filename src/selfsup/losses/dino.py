@@ -19,11 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.distributed import is_distributed, world_size
-
-
-def full_precision(x: Tensor) -> Tensor:
-    """``x`` in float32 when it is in half precision (softmax over 65536 logits), else unchanged."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+from selfsup.losses.precision import full_precision
 
 
 def dino_cross_entropy(

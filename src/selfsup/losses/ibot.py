@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.losses.dino import full_precision
+from selfsup.losses.precision import full_precision
 
 
 def masked_patch_cross_entropy(

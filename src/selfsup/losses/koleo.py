@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.losses.dino import full_precision
+from selfsup.losses.precision import full_precision
 
 
 def koleo_loss(features: Tensor, eps: float = 1e-8) -> Tensor:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup import distributed
+from selfsup.losses.precision import full_precision
 
 
 class NTXentLoss(nn.Module):
@@ -61,7 +62,10 @@ class NTXentLoss(nn.Module):
 
         anchors = torch.cat([z_a, z_b])  # (2B, D)
         keys = torch.cat([keys_a, keys_b])  # (2N, D)
-        logits = anchors @ keys.T / self.temperature  # (2B, 2N)
+        # Similarities in float32 even under mixed precision: bf16 keeps ~3 digits, too few for
+        # logits of size 1/τ that differ by small amounts.
+        with torch.autocast(anchors.device.type, enabled=False):
+            logits = full_precision(anchors) @ full_precision(keys).T / self.temperature  # (2B, 2N)
 
         local = torch.arange(batch, device=z_a.device) + offset
         # An anchor is never its own negative: mask its self-similarity.
