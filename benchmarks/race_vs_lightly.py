@@ -107,7 +107,7 @@ class SelfsupSimCLR:
         self.optimizer.step()
         self.steps += 1
         self.method.on_step_end(out, Progress(self.steps, self.steps + 1))
-        return float(out.loss)
+        return out.loss.detach().item()
 
 
 class LightlySimCLR:
@@ -145,7 +145,7 @@ class LightlySimCLR:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss)
+        return loss.detach().item()
 
 
 def train_for(side, seconds: float, log: Callable[[str], None]) -> Dict[str, float]:

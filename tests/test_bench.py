@@ -49,3 +49,14 @@ def test_bench_reports_an_entry_that_cannot_run(shapes_folder, tmp_path):
 def test_unknown_method_is_a_one_line_error(tmp_path, capsys):
     assert main(["bench", "--methods", "nope", "--root", str(tmp_path)]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_ablation_ranking_is_computed_from_the_results():
+    from selfsup.bench import EntryResult
+    from selfsup.commands.bench import ranking
+
+    results = [EntryResult("m=0.9", "moco", "done", metrics={"linear_top1": 0.70, "knn_top1": 0.66}),
+               EntryResult("m=0.999", "moco", "done", metrics={"linear_top1": 0.81, "knn_top1": 0.60}),
+               EntryResult("m=0", "moco", "not run: diverged")]
+    assert ranking(results) == "m=0.999 (81.0) > m=0.9 (70.0)"
+    assert ranking(results, "knn_top1") == "m=0.9 (66.0) > m=0.999 (60.0)"
