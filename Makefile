@@ -37,12 +37,14 @@ test-slow: $(STAMP) data
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 # Throughput tables: selfsup alone, then against lightly (installed here as the `bench` extra),
-# then the 15-minute accuracy race against lightly (about 35 minutes in all on 2 cores).
+# then the 15-minute accuracy race against lightly (about 35 minutes in all on 2 cores); both go
+# into BENCHMARKS.md as one section.
 bench: $(STAMP) data
 	$(BIN)/python benchmarks/throughput_table.py
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python benchmarks/vs_lightly.py --output runs/vs_lightly.json
 	$(BIN)/python benchmarks/race_vs_lightly.py --output runs/race_vs_lightly.json
+	$(BIN)/python benchmarks/lightly_section.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

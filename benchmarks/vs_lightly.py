@@ -273,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import lightly as lightly_module
 
     result = {
+        "command": "python benchmarks/vs_lightly.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
         "torch": torch.__version__, "lightly": lightly_module.__version__, "batch_size": args.batch_size,
         "image_size": SIZE, "backbone": "resnet18, small-image stem, 1 input channel",

@@ -24,7 +24,7 @@ def test_bench_writes_the_table_and_reuses_finished_entries(shapes_folder, tmp_p
     args = bench_args(shapes_folder, tmp_path / "bench", output, "--methods", "simclr")
     assert main(args) == 0
     text = output.read_text()
-    assert "| simclr | resnet18 |" in text and "raw pixels" in text and "supervised resnet18 1 epochs" in text
+    assert "| simclr | resnet18 | 1 |" in text and "raw pixels" in text and "supervised resnet18 1 epochs" in text
     assert "Command: `selfsup bench --methods simclr --data folder:" in text
     entry = next((tmp_path / "bench").rglob("result.json"))
     result = json.loads(entry.read_text())
@@ -60,3 +60,29 @@ def test_ablation_ranking_is_computed_from_the_results():
                EntryResult("m=0", "moco", "not run: diverged")]
     assert ranking(results) == "m=0.999 (81.0) > m=0.9 (70.0)"
     assert ranking(results, "knn_top1") == "m=0.9 (66.0) > m=0.999 (60.0)"
+
+
+def test_budget_is_epochs_or_the_recipes_own_and_keeps_results_apart(tmp_path):
+    import argparse
+
+    import pytest
+
+    from selfsup.bench import BenchEntry, BenchSettings, entry_config
+    from selfsup.commands.bench import _assemble, budget, budget_name
+
+    assert budget("3") == 3 and budget("recipe") is None
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"'{bad}' is not a budget"):
+            budget(bad)
+    assert budget_name(2) == "2ep" and budget_name(None) == "recipe"
+    # 'recipe' leaves the recipe's epochs (npid: 10, simclr: 6); a number overrides them.
+    npid = BenchEntry("npid", "npid")
+    assert entry_config(npid, BenchSettings(epochs=None), tmp_path / "a").epochs == 10
+    assert entry_config(npid, BenchSettings(epochs=2), tmp_path / "b").epochs == 2
+    # Sections of every budget are kept and ordered: common budgets by epochs, then the recipes'.
+    for name in ("methods-recipe", "methods-10ep", "methods-2ep", "moco-momentum-2ep", "vs-lightly"):
+        (tmp_path / f"{name}.md").write_text(f"## {name}\n")
+    _assemble(tmp_path, tmp_path / "BENCHMARKS.md")
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    order = [text.index(f"## {n}") for n in ("methods-2ep", "methods-10ep", "methods-recipe", "moco-momentum-2ep", "vs-lightly")]
+    assert order == sorted(order)

@@ -63,6 +63,55 @@ def test_scheduler_is_per_step_and_per_group():
     assert lrs[-1][0] < 0.01
 
 
+def test_constant_lr_group_stays_at_its_peak_while_the_others_follow_the_schedule():
+    params = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2, 2))]
+    optimizer = build_optimizer(OptimConfig(name="sgd", lr=0.1, lr_scaling="none"),
+                                [{"params": [params[0]]}, {"params": [params[1]], "constant_lr": True}], 256)
+    scheduler = build_scheduler(optimizer, OptimConfig(warmup_epochs=1, min_lr=0.01), total_steps=20,
+                                steps_per_epoch=5)
+    lrs = []
+    for _ in range(20):
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert [lr[1] for lr in lrs] == pytest.approx([0.1] * 20)
+    assert lrs[0][0] == pytest.approx(0.02) and lrs[4][0] == pytest.approx(0.1)
+    assert lrs[-1][0] == pytest.approx(0.01, abs=2e-3)  # min_lr relative to the scheduled groups' peak
+
+
+class RecordLearningRates(Callback):
+    def __init__(self):
+        self.rates = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.rates.append([(g.get("constant_lr", False), len(g["params"]), g["lr"])
+                           for g in trainer.optimizers[0].param_groups])
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_simsiam_predictor_keeps_a_constant_rate_in_training(shapes_folder, tmp_path, fixed):
+    recorder = RecordLearningRates()
+    cfg = tiny_config(shapes_folder, tmp_path / "run", "method=simsiam", "epochs=1", "optim.name=sgd",
+                      "method_args={projection_hidden_dim: 32, projection_dim: 16, prediction_hidden_dim: 8, "
+                      f"fixed_predictor_lr: {str(fixed).lower()}}}")
+    module_params = {}
+
+    class Capture(Callback):
+        def on_train_start(self, trainer, module):
+            module_params["predictor"] = {id(p) for p in module.method.predictor.parameters()}
+            module_params["groups"] = [{id(p) for p in g["params"]} for g in trainer.optimizers[0].param_groups]
+            module_params["flags"] = [g.get("constant_lr", False) for g in trainer.optimizers[0].param_groups]
+
+    train(cfg, callbacks=[recorder, Capture()])
+    constant_ids = set().union(*(ids for ids, flag in zip(module_params["groups"], module_params["flags"]) if flag))
+    assert constant_ids == (module_params["predictor"] if fixed else set())
+    scheduled = [[lr for flag, _, lr in step if not flag] for step in recorder.rates]
+    constant = [[lr for flag, _, lr in step if flag] for step in recorder.rates]
+    assert scheduled[-1][0] < scheduled[0][0]  # the cosine decays the rest
+    if fixed:
+        assert all(rates == constant[0] for rates in constant) and constant[0][0] == pytest.approx(0.5 * 8 / 256)
+
+
 def test_atomic_save_never_leaves_partial_files(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     atomic_torch_save({"step": 1}, path)

@@ -145,24 +145,46 @@ def test_npid_fixes_the_normaliser_at_the_first_step():
     assert torch.equal(method.log_normalizer, log_z)
 
 
+def written_out_loss(method: NPID, views, indices, positives: torch.Tensor) -> torch.Tensor:
+    """The loss from the paper's formulas, with ``positives (B, E)`` as the batch's bank rows."""
+    torch.manual_seed(0)  # the same noise draw as the method's
+    f = method.embed(views[0])
+    if method.config.loss == "nce":
+        noise = method.bank.vectors[method.bank.sample(method.config.num_negatives)]
+        return method.nce(f, positives, noise, method.log_normalizer)
+    bank = method.bank.vectors.clone()
+    bank[indices] = positives
+    return method.softmax(f, bank, indices)
+
+
+def loss_of(method: NPID, views, indices) -> torch.Tensor:
+    torch.manual_seed(0)
+    return method(views, indices).loss
+
+
 @pytest.mark.parametrize("loss", ["nce", "softmax"])
 def test_npid_loss_uses_the_indices(loss):
     method = small_npid(loss=loss).eval()  # eval: the features do not depend on the batch
     views, indices = batch()
     method.log_normalizer.fill_(math.log(NUM_SAMPLES))
-    torch.manual_seed(0)
-    got = method(views, indices).loss
-    # The same loss written out: the positives are the bank entries at the batch's indices.
-    torch.manual_seed(0)
-    f = method.embed(views[0])
-    if loss == "nce":
-        noise = method.bank.vectors[method.bank.sample(method.config.num_negatives)]
-        expected = method.nce(f, method.bank.vectors[indices], noise, method.log_normalizer)
-    else:
-        expected = method.softmax(f, method.bank.vectors, indices)
-    torch.testing.assert_close(got, expected)
-    torch.manual_seed(0)
-    assert method(views, indices.roll(1)).loss.item() != pytest.approx(got.item(), rel=1e-4)
+    got = loss_of(method, views, indices)
+    # The positives are the bank entries at the batch's indices.
+    torch.testing.assert_close(got, written_out_loss(method, views, indices, method.bank.vectors[indices]))
+    assert loss_of(method, views, indices.roll(1)).item() != pytest.approx(got.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+def test_first_visit_fill_makes_the_own_feature_the_positive_for_either_loss(loss):
+    method = small_npid(loss=loss, fill_on_first_visit=True).eval()
+    views, indices = batch()
+    method.log_normalizer.fill_(math.log(NUM_SAMPLES))
+    got = loss_of(method, views, indices)
+    # Nothing is filled yet: every positive is the image's own (detached) feature.
+    torch.testing.assert_close(got, written_out_loss(method, views, indices, method.embed(views[0]).detach()))
+    # Once filled, the stored entries are the positives again.
+    method.bank.update(indices, unit_rows(6, 8, seed=3))
+    torch.testing.assert_close(loss_of(method, views, indices),
+                               written_out_loss(method, views, indices, method.bank.vectors[indices]))
 
 
 def test_npid_gradients_reach_the_backbone_not_the_bank():

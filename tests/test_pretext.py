@@ -405,7 +405,8 @@ def test_loss_falls_on_a_fixed_batch(name):
 def test_encoder_embeds_whole_images_for_evaluation(name):
     method = build_method(name, tiny_backbone(), small_config(name), info())
     encoder = method.encoder()
-    assert encoder is method.backbone
+    # jigsaw's tile network is evaluated on an image's tiles (test below); "whole" gives the backbone.
+    assert (encoder.backbone if name == "jigsaw" else encoder) is method.backbone
     features = encoder(torch.randn(5, 1, 28, 28))
     assert features.shape == (5, encoder.feature_dim) and features.dtype == torch.float32
     assert type(method).default_views().num_global_views == method.num_views == 1
@@ -430,8 +431,9 @@ def test_patch_methods_take_batchnorm_statistics_from_whole_images(name):
     with torch.no_grad():
         reference.train()(views[0])  # one train-mode pass over the whole views, nothing else
     for whole_images in (True, False):
-        method = build_method(name, copy_of(expected), {**small_config(name), "bn_stats_from_whole_images": whole_images},
-                              info())
+        whole_encoder = {"encoder": "whole"} if name == "jigsaw" else {}  # jigsaw's default encoder is its tiles
+        method = build_method(name, copy_of(expected), {**small_config(name), **whole_encoder,
+                                                        "bn_stats_from_whole_images": whole_images}, info())
         method.train()
         out = method(views)
         out.loss.backward()  # gradients still flow through the patch pass
@@ -461,3 +463,69 @@ def test_recipes_load_with_valid_method_and_view_settings(name, data):
     assert config.method == name
     METHODS.get(name).make_config(config.method_args)  # unknown keys or bad values raise ConfigError
     assert resolve_views(config).num_global_views == 1
+
+
+def test_jigsaw_tile_encoder_averages_the_centred_normalised_tiles():
+    from selfsup.transforms.pretext import centred_tiles, normalize_tiles
+
+    method = build_method("jigsaw", tiny_backbone(), small_config("jigsaw"), info()).eval()
+    images = torch.randn(3, 1, 28, 28)
+    got = method.encoder()(images)
+    # Written out: canvas 24 → cells of 8 px, tiles of 8·64//75 = 6 px centred in their cell (offset 1).
+    canvas = torch.nn.functional.interpolate(images, size=(24, 24), mode="bilinear", align_corners=False)
+    tiles = torch.stack([canvas[:, :, 8 * r + 1:8 * r + 7, 8 * c + 1:8 * c + 7] for r in range(3) for c in range(3)], 1)
+    torch.testing.assert_close(centred_tiles(canvas, 3, 6), tiles)
+    expected = method.backbone(normalize_tiles(tiles).flatten(0, 1)).view(3, 9, -1).mean(1)
+    torch.testing.assert_close(got, expected)
+    assert got.shape == (3, method.encoder().feature_dim)
+    # The encoder's state is the backbone's, so evaluation can rebuild it around any backbone.
+    assert set(method.encoder().state_dict()) == {f"backbone.{k}" for k in method.backbone.state_dict()}
+    whole = build_method("jigsaw", tiny_backbone(), {**small_config("jigsaw"), "encoder": "whole"}, info())
+    assert whole.encoder() is whole.backbone
+    with pytest.raises(ConfigError, match="unknown jigsaw encoder 'patches'; valid: tiles, whole"):
+        build_method("jigsaw", tiny_backbone(), {**small_config("jigsaw"), "encoder": "patches"}, info())
+
+
+def test_relative_location_patch_encoder_averages_the_grid_patches():
+    method = build_method("relative-location", tiny_backbone(), {**small_config("relative-location"), "encoder": "patches"},
+                          info()).eval()
+    images = torch.randn(2, 1, 28, 28)
+    # Canvas 24, cells of 8 px holding the 6 px patches (gap 2) centred: patch origins 1, 9, 17.
+    canvas = torch.nn.functional.interpolate(images, size=(24, 24), mode="bilinear", align_corners=False)
+    patches = torch.stack([canvas[:, :, 8 * r + 1:8 * r + 7, 8 * c + 1:8 * c + 7] for r in range(3) for c in range(3)], 1)
+    expected = method.backbone(patches.flatten(0, 1)).view(2, 9, -1).mean(1)  # no per-patch normalisation
+    torch.testing.assert_close(method.encoder()(images), expected)
+    with pytest.raises(ConfigError, match="unknown relative-location encoder 'tiles'; valid: whole, patches"):
+        build_method("relative-location", tiny_backbone(), {**small_config("relative-location"), "encoder": "tiles"}, info())
+
+
+def test_jigsaw_tile_encoder_takes_batchnorm_statistics_from_tiles():
+    torch.manual_seed(0)
+    images = [torch.randn(4, 1, 28, 28) * 3 + 1]
+    method = build_method("jigsaw", tiny_backbone(), small_config("jigsaw"), info()).train()
+    bn = method.backbone.bn1
+    before = bn.running_mean.clone()
+    with torch.no_grad():
+        from_whole = (1 - bn.momentum) * before + bn.momentum * method.backbone.conv1(images[0]).mean(dim=(0, 2, 3))
+        method(images)
+    # The tiles moved the statistics (evaluation feeds tiles), not a whole-image pass.
+    assert not torch.equal(bn.running_mean, before)
+    assert not torch.allclose(bn.running_mean, from_whole, atol=1e-3)
+
+
+@pytest.mark.parametrize("name, args", [("jigsaw", {"encoder": "tiles"}), ("relative-location", {"encoder": "patches"})])
+def test_grid_encoders_are_rebuilt_for_the_floor_and_from_exported_files(tmp_path, name, args):
+    from selfsup.evaluation import export_encoder, load_encoder
+    from selfsup.methods.relative_location import TileGridEncoder
+
+    data = info()
+    spec = {"name": name, "args": {**small_config(name), **args}, "dataset_info": data.info.__dict__, "num_samples": 0}
+    loaded = load_encoder("random", "resnet18", {"small_stem": True, "width": 0.125}, 1, method=spec)
+    assert isinstance(loaded.encoder, TileGridEncoder)
+    again = load_encoder(str(export_encoder(loaded, tmp_path / "enc.pt"))).encoder.eval()
+    images = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(again(images), loaded.encoder.eval()(images))
+    # The floor's cache name follows the method's args: a whole-image floor is another encoder.
+    whole = {**spec, "args": {**spec["args"], "encoder": "whole"}}
+    assert load_encoder("random", "resnet18", {"small_stem": True, "width": 0.125}, 1, method=whole).source != loaded.source

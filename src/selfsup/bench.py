@@ -69,8 +69,9 @@ PRESETS: Dict[str, Callable[[], List[BenchEntry]]] = {
 class BenchSettings:
     data: str = "fashion-mnist"
     data_dir: Optional[str] = None
-    epochs: int = 2
-    """The common budget: every entry trains this many epochs (its wall time is reported)."""
+    epochs: Optional[int] = 2
+    """The common budget: every entry trains this many epochs (its wall time is reported);
+    None trains each entry for its recipe's own epochs (the recipes are sized for the CPU)."""
     root: str = "runs/bench"
     knn_k: int = 200
     linear_epochs: int = 100
@@ -131,8 +132,9 @@ def entry_config(entry: BenchEntry, settings: BenchSettings, output_dir: Path):
     from selfsup.config import make_config, parse_override
 
     recipe = recipe_path(settings.data, entry.method)
-    flags: Dict[str, Any] = {"method": entry.method, "data": settings.data, "epochs": settings.epochs,
-                             "output_dir": str(output_dir)}
+    flags: Dict[str, Any] = {"method": entry.method, "data": settings.data, "output_dir": str(output_dir)}
+    if settings.epochs is not None:
+        flags["epochs"] = settings.epochs
     if settings.data_dir:
         flags["data_dir"] = settings.data_dir
     overrides = [flags, {"trainer": {"progress_bar": False}}]
@@ -220,7 +222,7 @@ def baselines(settings: BenchSettings, backbone: str = "resnet18-tiny",
                                             eval_settings, cache, "pixels")
         _atomic_write(path, json.dumps(stored, indent=1))
     key = f"supervised {backbone} {settings.epochs} epochs"
-    if settings.supervised and key not in stored:
+    if settings.supervised and settings.epochs is not None and key not in stored:
         encoder = load_encoder("random", backbone, backbone_args or {}, train_set.info.num_channels).encoder
         start = time.perf_counter()
         # Same budget as pre-training, one learning rate for the whole network (training from scratch).
@@ -247,24 +249,25 @@ def markdown_table(results: Sequence[EntryResult], settings: BenchSettings,
     """The table of ``BENCHMARKS.md``: accuracies in %, the floor of each architecture beside."""
     few = f"fewshot{settings.fewshot_fraction:g}_linear_top1"
     lines = [
-        f"| method | backbone | train min | kNN | kNN floor | linear | linear floor | {100 * settings.fewshot_fraction:g} % labels | floor |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| method | backbone | epochs | train min | kNN | kNN floor | linear | linear floor | {100 * settings.fewshot_fraction:g} % labels | floor |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.status != "done":
-            lines.append(f"| {r.label} | — | — | {r.status} | | | | | |")
+            lines.append(f"| {r.label} | — | — | — | {r.status} | | | | | |")
             continue
+        epochs = r.curve[-1]["epoch"] if r.curve else "—"
         lines.append(
-            f"| {r.label} | {r.backbone} | {r.minutes:.1f} | {_pct(r.metrics, 'knn_top1')} | {_pct(r.floor, 'knn_top1')} | "
+            f"| {r.label} | {r.backbone} | {epochs} | {r.minutes:.1f} | {_pct(r.metrics, 'knn_top1')} | {_pct(r.floor, 'knn_top1')} | "
             f"{_pct(r.metrics, 'linear_top1')} | {_pct(r.floor, 'linear_top1')} | {_pct(r.metrics, few)} | {_pct(r.floor, few)} |"
         )
     pixels = base.get("pixels")
     if pixels:
-        lines.append(f"| raw pixels | — | — | {_pct(pixels, 'knn_top1')} | | {_pct(pixels, 'linear_top1')} | | "
+        lines.append(f"| raw pixels | — | — | — | {_pct(pixels, 'knn_top1')} | | {_pct(pixels, 'linear_top1')} | | "
                      f"{_pct(pixels, few)} | |")
     for key, value in base.items():
         if key.startswith("supervised"):
-            lines.append(f"| {key} (all labels, end to end) | | {value['minutes']:.1f} | | | {100 * value['top1']:.2f} "
+            lines.append(f"| {key} (all labels, end to end) | | | {value['minutes']:.1f} | | | {100 * value['top1']:.2f} "
                          f"(test top-1) | | | |")
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
+from typing import Optional
 
 SECTION_TITLES = {
     "methods": "Every method, same budget",
@@ -33,6 +34,24 @@ def ranking(results, metric: str = "linear_top1") -> str:
     return " > ".join(f"{r.label} ({100 * r.metrics[metric]:.1f})" for r in done)
 
 
+def budget(text: str) -> Optional[int]:
+    """``--epochs``: a positive number of epochs, or 'recipe' (None: each recipe's own epochs)."""
+    if text == "recipe":
+        return None
+    try:
+        epochs = int(text)
+    except ValueError:
+        epochs = 0
+    if epochs < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a budget; use a positive number of epochs or 'recipe'")
+    return epochs
+
+
+def budget_name(epochs: Optional[int]) -> str:
+    """Folder/section suffix of a budget: results of different budgets are never mixed."""
+    return "recipe" if epochs is None else f"{epochs}ep"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from selfsup.bench import PRESETS
 
@@ -48,7 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", help="only these methods (preset 'methods')")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--data-dir")
-    p.add_argument("--epochs", type=int, default=2, help="the common training budget per entry (default 2)")
+    p.add_argument("--epochs", type=budget, default=2,
+                   help="the common training budget per entry (default 2), or 'recipe': each recipe's own "
+                        "epochs, the budget its comments justify")
     p.add_argument("--root", default="runs/bench", help="where runs, features and sections are kept")
     p.add_argument("--output", default="BENCHMARKS.md")
     p.add_argument("--no-supervised", action="store_true", help="skip the supervised baseline")
@@ -68,7 +89,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--methods only applies to --preset methods, not '{args.preset}'")
     entries = PRESETS[args.preset](args.methods) if args.methods else PRESETS[args.preset]()
     root = Path(args.root) / args.data.replace(":", "_").replace("/", "_")
-    settings = BenchSettings(data=args.data, data_dir=args.data_dir, epochs=args.epochs, root=str(root / args.preset),
+    section_name = f"{args.preset}-{budget_name(args.epochs)}"
+    settings = BenchSettings(data=args.data, data_dir=args.data_dir, epochs=args.epochs, root=str(root / section_name),
                              supervised=not args.no_supervised, extra_overrides=tuple(args.set),
                              knn_k=args.knn_k, linear_epochs=args.linear_epochs)
     results = [run_entry(entry, settings) for entry in entries]
@@ -76,9 +98,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     reference = done[0] if done else None  # the floors use the entries' architecture and image size
     base = baselines(settings, reference.backbone, reference.backbone_args, reference.image_size) \
         if args.preset == "methods" and reference is not None else {}
-    plot = plot_curves(results, root / f"{args.preset}.png")
-    section = [f"## {SECTION_TITLES.get(args.preset, args.preset)}", "",
-               f"Data: {args.data}; budget: {args.epochs} epochs per entry; machine: {machine_description()}.",
+    plot = plot_curves(results, root / f"{section_name}.png")
+    title = SECTION_TITLES.get(args.preset, args.preset)
+    if args.epochs is None:
+        title = title.replace("same budget", "each recipe's own epochs")
+    budget_text = "each recipe's own epochs (column *epochs*)" if args.epochs is None else f"{args.epochs} epochs per entry"
+    section = [f"## {title}", "",
+               f"Data: {args.data}; budget: {budget_text}; machine: {machine_description()}.",
                f"Command: `{_command(args)}`", "",
                markdown_table(results, settings, base), ""]
     if args.preset in PAPER_FINDINGS:
@@ -87,7 +113,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     f"Paper: {PAPER_FINDINGS[args.preset]}", ""]
     if plot is not None:
         section += [f"kNN accuracy (monitor subset) against training time: `{plot}`", ""]
-    (root / f"{args.preset}.md").write_text("\n".join(section))
+    (root / f"{section_name}.md").write_text("\n".join(section))
     _assemble(root, Path(args.output))
     print("\n".join(section))
     print(f"written: {args.output}")
@@ -105,7 +131,7 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--data", args.data]
     if args.data_dir:
         parts += ["--data-dir", args.data_dir]
-    parts += ["--epochs", str(args.epochs)]
+    parts += ["--epochs", "recipe" if args.epochs is None else str(args.epochs)]
     for flag, value, default in (("--knn-k", args.knn_k, 200), ("--linear-epochs", args.linear_epochs, 100)):
         if value != default:
             parts += [flag, str(value)]
@@ -125,10 +151,15 @@ def _assemble(root: Path, output: Path) -> None:
              "on the test split; floors are a randomly initialised encoder of the same architecture. "
              "*train min* is the entry's training wall clock with the torch threads shown in its "
              "machine line (other jobs on the same machine slow it: compare minutes within one run).", ""]
+    used = set()
     for preset in ["methods"] + sorted(set(PRESETS) - {"methods"}):
-        section = root / f"{preset}.md"
-        if section.is_file():
-            parts.append(section.read_text())
+        # Common budgets in increasing epochs, then the recipes' own budgets.
+        sections = sorted(root.glob(f"{preset}-*ep.md"), key=lambda p: int(p.stem.rsplit("-", 1)[1][:-2]))
+        sections += sorted(root.glob(f"{preset}-recipe.md"))
+        parts += [section.read_text() for section in sections]
+        used.update(sections)
+    # Sections other scripts write beside them (benchmarks/lightly_section.py), in name order.
+    parts += [section.read_text() for section in sorted(set(root.glob("*.md")) - used)]
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text("\n".join(parts))
     tmp.replace(output)

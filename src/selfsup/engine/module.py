@@ -94,8 +94,15 @@ class SelfSupervisedModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Dict[str, Any]:
         cfg = self.config.optim
-        decay, no_decay = split_decay_groups(self.method.named_parameters(), cfg.exclude_bias_and_norm)
+        # Parameters the method trains at a constant rate get their own groups, outside the schedule.
+        constant = {id(p) for module in self.method.constant_lr_modules() for p in module.parameters()}
+        scheduled = [(n, p) for n, p in self.method.named_parameters() if id(p) not in constant]
+        fixed = [(n, p) for n, p in self.method.named_parameters() if id(p) in constant]
+        decay, no_decay = split_decay_groups(scheduled, cfg.exclude_bias_and_norm)
         groups = [{"params": decay, "decay_schedule": True}, {"params": no_decay, "weight_decay": 0.0}]
+        fixed_decay, fixed_no_decay = split_decay_groups(fixed, cfg.exclude_bias_and_norm)
+        groups += [{"params": fixed_decay, "decay_schedule": True, "constant_lr": True},
+                   {"params": fixed_no_decay, "weight_decay": 0.0, "constant_lr": True}]
         if self.probe is not None:
             groups.append({"params": list(self.probe.parameters()), "lr": cfg.probe_lr, "weight_decay": 0.0})
         global_batch = self.config.batch_size * self.trainer.world_size

@@ -72,11 +72,19 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step warm-up + cosine, applied to every group relative to its own peak rate."""
+    """Per-step warm-up + cosine, applied to every group relative to its own peak rate; a group
+    marked ``constant_lr`` keeps its peak rate throughout (SimSiam's predictor, Sec. 4.2)."""
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     warmup_steps = min(warmup_steps, max(0, total_steps - 1))
-    peak = max(group["initial_lr"] for group in optimizer.param_groups)
+    scheduled = [g["initial_lr"] for g in optimizer.param_groups if not g.get("constant_lr")]
+    peak = max(scheduled, default=0.0)
     min_ratio = cfg.min_lr / peak if peak > 0 else 0.0
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps, min_ratio)
-    )
+
+    def cosine(step: int) -> float:
+        return warmup_cosine(step, total_steps, warmup_steps, min_ratio)
+
+    def constant(step: int) -> float:
+        return 1.0
+
+    factors = [constant if g.get("constant_lr") else cosine for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)

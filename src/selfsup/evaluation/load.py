@@ -76,7 +76,10 @@ def load_encoder(
         else:
             encoder = build_backbone(backbone, in_channels=in_channels, **args)
         return LoadedEncoder(encoder, backbone, args, in_channels,
-                             f"random:{backbone}:{args}:{in_channels}:{seed}:{method and method['name']}",
+                             # The method's args are part of the name: they decide what its encoder is
+                             # (jigsaw's tiles or whole images), so cached floor features must not mix.
+                             f"random:{backbone}:{args}:{in_channels}:{seed}:"
+                             f"{method and (method['name'], sorted(method.get('args', {}).items()))}",
                              method=method)
 
     path = Path(checkpoint)

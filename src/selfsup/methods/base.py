@@ -139,6 +139,11 @@ class Method(nn.Module):
         """
         raise NotImplementedError
 
+    def constant_lr_modules(self) -> List[nn.Module]:
+        """Modules the training loop should keep at the peak learning rate, outside the warm-up
+        and cosine schedule (SimSiam's predictor). None for most methods."""
+        return []
+
     def on_before_optimizer_step(self, progress: Progress) -> None:
         """Gradient surgery before the update (DINO cancels its last layer's gradients early on)."""
 

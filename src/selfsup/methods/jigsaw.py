@@ -10,8 +10,15 @@ permutations (Sec. 3.3), so neighbouring classes are not near-identical puzzles.
 normalised by its own mean and std so low-level statistics are no shortcut (Sec. 3.2).
 
 As in relative location, small images may first be resized to a larger ``canvas_size`` so that
-each tile has a receptive field the backbone can use; the encoder kept is the tile encoder,
-applied to whole images for evaluation.
+each tile has a receptive field the backbone can use.
+
+What evaluation measures (``encoder``): by default the mean feature of an image's 9 tiles, cut
+and normalised as in training but without randomness (each tile centred in its cell) — the
+tile network never sees a whole image, so patch-based methods are evaluated on the average of
+their patch representations (Kolesnikov, Zhai, Beyer 2019, Sec. 3). ``encoder="whole"`` feeds
+whole images to the backbone instead. Measured on Fashion-MNIST (2 epochs, canvas 48): whole
+images gave kNN 65.9 %, under the 68.5 % of a random network; the tile encoder 74.9 % (random
+tile encoder: 64.9 %).
 """
 
 from __future__ import annotations
@@ -28,11 +35,12 @@ from selfsup.errors import ConfigError
 from selfsup.heads.classifier import PatchSetClassifier
 from selfsup.methods.base import DataSpec, Method, MethodConfig, MethodOutput
 from selfsup.methods.registry import METHODS
-from selfsup.methods.relative_location import frozen_running_stats, whole_image_features
+from selfsup.methods.relative_location import TileGridEncoder, frozen_running_stats, whole_image_features
 from selfsup.transforms import ViewConfig
 from selfsup.transforms.pretext import greedy_permutation_set, normalize_tiles, resize_canvas, sample_jigsaw_tiles
 
 GRID = 3  # 3×3 tiles, as in the paper
+ENCODERS = ("tiles", "whole")
 PAPER_CELL, PAPER_TILE = 75, 64  # a 64×64 tile inside each 75×75 cell of a 225×225 crop (Sec. 3.2)
 
 
@@ -50,14 +58,19 @@ class JigsawConfig(MethodConfig):
     """Shared per-tile fully connected layer (the paper's fc6: 512)."""
     classifier_hidden_dim: int = 4096
     """Hidden width after concatenating the 9 tiles (the paper's fc7: 4096)."""
+    encoder: str = "tiles"
+    """What evaluation measures: 'tiles' (mean feature of the 9 centred tiles; BatchNorm running
+    statistics from tiles, as trained) or 'whole' (the backbone on whole images)."""
     bn_stats_from_whole_images: bool = True
-    """BatchNorm running statistics (what evaluation normalises with) from whole views, not from
-    the per-tile-normalised tiles: the tile pass leaves them alone and a no-grad whole-view
-    pass updates them (as in relative-location). The gradients are unchanged."""
+    """With ``encoder='whole'``: BatchNorm running statistics (what evaluation normalises with)
+    from whole views, not from the per-tile-normalised tiles: the tile pass leaves them alone and
+    a no-grad whole-view pass updates them (as in relative-location). The gradients are unchanged."""
 
     def __post_init__(self) -> None:
         if self.num_permutations < 2:
             raise ConfigError(f"num_permutations={self.num_permutations} must be >= 2 (it is the number of classes)")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"unknown jigsaw encoder '{self.encoder}'; valid: {', '.join(ENCODERS)}")
         for name in ("canvas_size", "tile_size", "tile_dim", "classifier_hidden_dim"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -93,18 +106,27 @@ class Jigsaw(Method):
     def default_views(cls, **overrides: Any) -> ViewConfig:
         return ViewConfig.crop_flip(**overrides)
 
+    def encoder(self) -> nn.Module:
+        if self.config.encoder == "whole":
+            return self.backbone
+        return TileGridEncoder(self.backbone, self.config.canvas_size, self.config.tile, normalize=True)
+
     def forward(self, views: List[Tensor], indices: Optional[Tensor] = None) -> MethodOutput:
         self.check_views(views)
         canvas = resize_canvas(views[0], self.config.canvas_size)
         puzzle = sample_jigsaw_tiles(canvas, self.permutations, self.config.tile(min(canvas.shape[-2:])))
         tiles = normalize_tiles(puzzle.tiles)  # (B, 9, C, S, S)
         batch, num_tiles = tiles.shape[:2]
-        whole_image_stats = self.config.bn_stats_from_whole_images and self.training
+        whole = self.config.encoder == "whole"
+        whole_image_stats = whole and self.config.bn_stats_from_whole_images and self.training
         with frozen_running_stats(self.backbone) if whole_image_stats else nullcontext():
             h = self.backbone(tiles.flatten(0, 1))  # (9B, D): one pass over every tile of the batch
         logits = self.classifier(h.view(batch, num_tiles, -1))  # (B, N)
         loss = F.cross_entropy(logits, puzzle.labels)
         with torch.no_grad():
             accuracy = (logits.argmax(dim=1) == puzzle.labels).float().mean()
-        return MethodOutput(loss=loss, logs={"jigsaw_acc": accuracy},
-                            features=whole_image_features(self.backbone, views[0], whole_image_stats))
+        if whole:
+            features = whole_image_features(self.backbone, views[0], whole_image_stats)
+        else:  # the online probe sees what evaluation will: the mean of the (shuffled) tiles' features
+            features = h.detach().view(batch, num_tiles, -1).mean(dim=1)
+        return MethodOutput(loss=loss, logs={"jigsaw_acc": accuracy}, features=features)

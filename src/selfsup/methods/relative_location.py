@@ -6,7 +6,8 @@ through the same encoder, and a classifier on the two concatenated features says
 neighbour lies (Sec. 3, Fig. 3). Shortcuts the paper closes (Sec. 3.1): a gap between patches
 (no continuous edges or textures across borders), random jitter of each patch (no aligned
 lines), and colour dropping or projection (no chromatic-aberration cue to the position in the
-frame). The encoder kept is the shared patch encoder, applied to whole images for evaluation.
+frame). The encoder kept is the shared patch encoder, applied to whole images for evaluation
+(``encoder="whole"``) or to the image's 3×3 grid of patches, averaged (``encoder="patches"``).
 
 Small images (Fashion-MNIST's 28×28) are first resized to a larger ``canvas_size``: the paper's
 patches are 96 px, and a 3×3 grid of 6 px patches would be read by a stride-16 ResNet as a few
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +29,13 @@ from selfsup.heads.classifier import PatchSetClassifier
 from selfsup.methods.base import DataSpec, Method, MethodConfig, MethodOutput
 from selfsup.methods.registry import METHODS
 from selfsup.transforms import ViewConfig
-from selfsup.transforms.pretext import (NEIGHBOUR_OFFSETS, drop_colour_channels, project_out_green_magenta,
-                                        resize_canvas, sample_patch_pairs)
+from selfsup.transforms.pretext import (NEIGHBOUR_OFFSETS, centred_tiles, drop_colour_channels, normalize_tiles,
+                                        project_out_green_magenta, resize_canvas, sample_patch_pairs)
 
 #: The paper's patch, gap and maximal jitter in pixels (Sec. 3.1), the ratios used when unset.
 PAPER_PATCH, PAPER_GAP, PAPER_JITTER = 96, 48, 7
 CHROMATIC_GUARDS = ("drop", "project", "none")
+ENCODERS = ("whole", "patches")
 
 
 @dataclass
@@ -54,13 +56,18 @@ class RelativeLocationConfig(MethodConfig):
     """Shared per-patch fully connected layer (the paper's fc6: 4096)."""
     classifier_hidden_dim: int = 4096
     """Hidden width after concatenation (the paper's fc7: 4096)."""
+    encoder: str = "whole"
+    """What evaluation measures: 'whole' (the backbone on whole images) or 'patches' (the mean
+    feature of the 3×3 grid's centred patches, BatchNorm running statistics from patches)."""
     bn_stats_from_whole_images: bool = True
-    """BatchNorm running statistics (what evaluation normalises with) from whole views, not from
+    """With ``encoder='whole'``: BatchNorm running statistics (what evaluation normalises with) from whole views, not from
     patches: the patch pass leaves them alone and a no-grad whole-view pass updates them. The
     gradients are unchanged. Measured on Fashion-MNIST (same weights, kNN on 10k/2k images):
     53.5 % with patch statistics, 60.5 % with whole-image statistics."""
 
     def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"unknown relative-location encoder '{self.encoder}'; valid: {', '.join(ENCODERS)}")
         if self.chromatic_guard not in CHROMATIC_GUARDS:
             raise ConfigError(f"unknown chromatic_guard '{self.chromatic_guard}'; valid choices: "
                               f"{', '.join(CHROMATIC_GUARDS)}")
@@ -121,6 +128,42 @@ def whole_image_features(backbone: nn.Module, images: Tensor, update_running_sta
             module.train(training)
 
 
+class TileGridEncoder(nn.Module):
+    """Whole images → the mean backbone feature of their 3×3 grid of tiles, cut from the canvas
+    as the patch tasks cut them, without randomness (each tile centred in its grid cell).
+
+    Patch-based networks never see a whole image while training, so they are evaluated on the
+    average representation of an image's patches (Kolesnikov, Zhai, Beyer 2019, Sec. 3). It owns
+    no parameters besides the backbone, so its state dict is the backbone's (under ``backbone.``)
+    and evaluation can rebuild it around any backbone (the random-init floor too).
+
+    Args:
+        canvas_size: side the image is resized to first (None: as it is).
+        tile_size: canvas side → tile side, the method's own rule.
+        normalize: normalise each tile by its own mean and std (jigsaw's tiles are).
+
+    Shapes: ``(B, C, H, W) → (B, D)``.
+    """
+
+    def __init__(self, backbone: nn.Module, canvas_size: Optional[int], tile_size: Callable[[int], int],
+                 normalize: bool = False, grid: int = 3) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.canvas_size, self.tile_size, self.normalize, self.grid = canvas_size, tile_size, normalize, grid
+        self.feature_dim = backbone.feature_dim
+
+    def tiles(self, images: Tensor) -> Tensor:
+        """``(B, C, H, W) → (B, grid², C, S, S)``."""
+        canvas = resize_canvas(images, self.canvas_size)
+        tiles = centred_tiles(canvas, self.grid, self.tile_size(min(canvas.shape[-2:])))
+        return normalize_tiles(tiles) if self.normalize else tiles
+
+    def forward(self, images: Tensor) -> Tensor:
+        tiles = self.tiles(images)
+        h = self.backbone(tiles.flatten(0, 1))  # (B·grid², D)
+        return h.view(tiles.shape[0], tiles.shape[1], -1).mean(dim=1)
+
+
 @METHODS.register("relative-location")
 class RelativeLocation(Method):
     """Predict which of the 8 neighbours of the centre patch a second patch is."""
@@ -140,6 +183,11 @@ class RelativeLocation(Method):
     def default_views(cls, **overrides: Any) -> ViewConfig:
         return ViewConfig.crop_flip(**overrides)
 
+    def encoder(self) -> nn.Module:
+        if self.config.encoder == "whole":
+            return self.backbone
+        return TileGridEncoder(self.backbone, self.config.canvas_size, lambda side: self.config.grid(side)[0])
+
     def guard_colours(self, patches: Tensor) -> Tensor:
         if self.config.chromatic_guard == "drop":
             return drop_colour_channels(patches)
@@ -155,12 +203,15 @@ class RelativeLocation(Method):
         batch = canvas.shape[0]
         # Colour guards act per patch (each patch keeps its own random channel).
         patches = self.guard_colours(torch.cat([pairs.centre, pairs.neighbour]))  # (2B, C, P, P)
-        whole_image_stats = self.config.bn_stats_from_whole_images and self.training
+        whole = self.config.encoder == "whole"
+        whole_image_stats = whole and self.config.bn_stats_from_whole_images and self.training
         with frozen_running_stats(self.backbone) if whole_image_stats else nullcontext():
             h = self.backbone(patches)  # (2B, D)
         logits = self.classifier(torch.stack([h[:batch], h[batch:]], dim=1))  # (B, 8)
         loss = F.cross_entropy(logits, pairs.labels)
         with torch.no_grad():
             accuracy = (logits.argmax(dim=1) == pairs.labels).float().mean()
-        return MethodOutput(loss=loss, logs={"location_acc": accuracy},
-                            features=whole_image_features(self.backbone, views[0], whole_image_stats))
+        # The online probe sees what evaluation will: whole images, or the mean of the two patches' features.
+        features = whole_image_features(self.backbone, views[0], whole_image_stats) if whole \
+            else h.detach().view(2, batch, -1).mean(dim=0)
+        return MethodOutput(loss=loss, logs={"location_acc": accuracy}, features=features)

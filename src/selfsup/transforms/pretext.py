@@ -8,7 +8,7 @@ same puzzles. Everything is batched: no Python loop runs over the images of a ba
 * :func:`sample_patch_pairs` — centre patch + one of its 8 neighbours from a 3×3 grid with gaps
   and jitter (Doersch et al. 2015); :func:`drop_colour_channels` and
   :func:`project_out_green_magenta` are that paper's guards against chromatic aberration.
-* :func:`greedy_permutation_set`, :func:`sample_jigsaw_tiles`, :func:`normalize_tiles` — jigsaw
+* :func:`greedy_permutation_set`, :func:`sample_jigsaw_tiles`, :func:`centred_tiles`, :func:`normalize_tiles` — jigsaw
   puzzles (Noroozi & Favaro 2016).
 * :func:`centre_region_mask`, :func:`random_rectangles_mask`, :func:`erode_mask`,
   :func:`fill_holes` — the masked regions of context encoders (Pathak et al. 2016).
@@ -297,6 +297,27 @@ def sample_jigsaw_tiles(images: Tensor, permutations: Tensor, tile_size: int,
     order = permutations[labels]  # (B, T)
     shuffled = tiles[torch.arange(batch, device=images.device)[:, None], order.to(images.device)]
     return JigsawPuzzle(shuffled, labels.to(images.device), order, origins)
+
+
+def centred_tiles(images: Tensor, grid: int, tile_size: int) -> Tensor:
+    """The ``grid × grid`` tiles of :func:`sample_jigsaw_tiles` without randomness: each tile
+    centred in its cell, in reading order — how an image is cut when it is evaluated.
+
+    Args:
+        images: ``(B, C, H, W)``.
+
+    Returns:
+        ``(B, grid², C, S, S)``.
+    """
+    batch, _, height, width = images.shape
+    cell = min(height, width) // grid
+    if not 1 <= tile_size <= cell:
+        raise ConfigError(f"tile_size={tile_size} must be in [1, {cell}] for a {grid}x{grid} grid on {height}x{width}")
+    offset = (cell - tile_size) // 2
+    cells = torch.arange(grid * grid)
+    top = (height - grid * cell) // 2 + (cells // grid) * cell + offset
+    left = (width - grid * cell) // 2 + (cells % grid) * cell + offset
+    return crop_patches(images, top.expand(batch, -1), left.expand(batch, -1), tile_size)
 
 
 def normalize_tiles(tiles: Tensor, eps: float = 1e-2) -> Tensor:

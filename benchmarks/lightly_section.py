@@ -1,0 +1,101 @@
+"""Write the "against lightly" section of BENCHMARKS.md from the JSON the two races left.
+
+    python benchmarks/vs_lightly.py --output runs/vs_lightly.json
+    python benchmarks/race_vs_lightly.py --output runs/race_vs_lightly.json
+    python benchmarks/lightly_section.py          # -> runs/bench/fashion-mnist/vs-lightly.md, BENCHMARKS.md
+
+Every figure is read from those files; a missing file leaves its table out with the command that
+would produce it. The section sits beside the ``selfsup bench`` sections, which ``_assemble``
+keeps in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+from selfsup.commands.bench import _assemble
+
+GOAL_RATIO = 1.5  # issue: full-step throughput at least 1.5× lightly's
+GOAL_DATA_SHARE = 0.10  # and the data pipeline at most 10 % of the step
+
+
+def throughput_table(result: Dict) -> List[str]:
+    lines = [f"Machine: {result['machine']}, {result['threads']} torch threads, torch {result['torch']}, "
+             f"lightly {result['lightly']}; {result['backbone']}, {result['image_size']} px, batch "
+             f"{result['batch_size']}. Images/s are medians over the timed steps and rounds.", "",
+             "| method | selfsup model | selfsup full | data wait | lightly model | lightly full (workers) | "
+             "data wait | ratio model | ratio full | ≥ 1.5× |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in result["methods"].items():
+        ours, theirs = row["selfsup"], row["lightly"]
+        workers = sorted({run["workers"] for run in row["runs"]["lightly"]})
+        lines.append(
+            f"| {name} | {ours['model_img_per_s']:.1f} | {ours['full_img_per_s']:.1f} | "
+            f"{100 * ours['data_wait_share']:.1f} % | {theirs['model_img_per_s']:.1f} | "
+            f"{theirs['full_img_per_s']:.1f} ({', '.join(map(str, workers))}) | {100 * theirs['data_wait_share']:.1f} % | "
+            f"{row['ratio_model']:.2f}× | {row['ratio_full']:.2f}× | {'yes' if row['ratio_full'] >= GOAL_RATIO else 'no'} |")
+    return lines
+
+
+def race_table(result: Dict) -> List[str]:
+    settings = result["settings"]
+    lines = [f"Budget: {settings['minutes']:g} minutes of training per side, {settings['threads']} threads, "
+             f"{settings['machine']}; backbone {settings['backbone']}, batch {settings['batch']}; lightly's views "
+             f"in {settings['lightly_workers']} DataLoader workers. Same evaluation code for both (kNN k=200, "
+             "linear probe, all 60 000 / 10 000 images).", "",
+             "| pipeline | steps | epochs | kNN | linear |", "|---|---|---|---|---|"]
+    for side in ("selfsup", "lightly"):
+        if side in result:
+            r = result[side]
+            lines.append(f"| {side} | {r['steps']} | {r['epochs']:.1f} | {100 * r['knn_top1']:.2f} | "
+                         f"{100 * r['linear_top1']:.2f} |")
+    if "floor" in result:
+        floor = result["floor"]
+        lines.append(f"| random init (floor) | 0 | 0 | {100 * floor['knn_top1']:.2f} | {100 * floor['linear_top1']:.2f} |")
+    if "selfsup" in result and "lightly" in result:
+        gap = 100 * (result["selfsup"]["knn_top1"] - result["lightly"]["knn_top1"])
+        lines += ["", f"kNN difference, selfsup − lightly: {gap:+.2f} points "
+                      f"({'selfsup ahead' if gap > 0 else 'selfsup not ahead'})."]
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--throughput", default="runs/vs_lightly.json")
+    p.add_argument("--race", default="runs/race_vs_lightly.json")
+    p.add_argument("--root", default="runs/bench/fashion-mnist", help="the bench root whose sections form BENCHMARKS.md")
+    p.add_argument("--output", default="BENCHMARKS.md")
+    args = p.parse_args(argv)
+
+    section = ["## Against lightly (issue: faster than the peers on a CPU)", ""]
+    throughput, race = Path(args.throughput), Path(args.race)
+    section += ["### Throughput: the same training step, images/s", ""]
+    if throughput.is_file():
+        result = json.loads(throughput.read_text())
+        section += [f"Command: `{result.get('command', 'python benchmarks/vs_lightly.py')}`", ""]
+        section += throughput_table(result)
+        section += ["", f"*model*: forward, backward and update on views already in memory; *full*: the loop with its "
+                        f"data pipeline. Goals: full ≥ {GOAL_RATIO}× lightly, data wait ≤ {100 * GOAL_DATA_SHARE:.0f} %."]
+    else:
+        section += [f"Not measured yet: `python benchmarks/vs_lightly.py --output {args.throughput}`."]
+    section += ["", "### Accuracy per CPU-minute: SimCLR for the same wall clock", ""]
+    if race.is_file():
+        result = json.loads(race.read_text())
+        section += [f"Command: `{result['settings']['command']}`", ""]
+        section += race_table(result)
+    else:
+        section += [f"Not measured yet: `python benchmarks/race_vs_lightly.py --output {args.race}`."]
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vs-lightly.md").write_text("\n".join(section) + "\n")
+    _assemble(root, Path(args.output))
+    print("\n".join(section))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""benchmarks/lightly_section.py renders the lightly comparison from the JSON files, never by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lightly_section.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("lightly_section", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def side(model, full, wait, workers):
+    return {"model_img_per_s": model, "full_img_per_s": full, "data_wait_share": wait}, \
+        [{"model_img_per_s": model, "full_img_per_s": full, "data_wait_share": wait, "workers": workers}]
+
+
+def test_section_is_computed_from_the_json_and_kept_in_benchmarks_md(tmp_path):
+    ours, our_runs = side(20.0, 30.0, 0.01, 0)
+    theirs, their_runs = side(16.0, 15.0, 0.2, 2)
+    throughput = {"command": "python benchmarks/vs_lightly.py --steps 2", "machine": "x86_64, 2 CPUs", "threads": 2,
+                  "torch": "2.x", "lightly": "1.x", "batch_size": 256, "image_size": 32, "backbone": "resnet18",
+                  "methods": {"simclr": {"selfsup": ours, "lightly": theirs, "ratio_model": 1.25, "ratio_full": 2.0,
+                                         "runs": {"selfsup": our_runs, "lightly": their_runs}}}}
+    race = {"settings": {"minutes": 15.0, "threads": 2, "lightly_workers": 2, "backbone": "resnet18-tiny", "batch": 256,
+                         "machine": "2 cores", "command": "python benchmarks/race_vs_lightly.py"},
+            "selfsup": {"steps": 900, "epochs": 3.84, "knn_top1": 0.79, "linear_top1": 0.82},
+            "lightly": {"steps": 400, "epochs": 1.7, "knn_top1": 0.755, "linear_top1": 0.80},
+            "floor": {"knn_top1": 0.68, "linear_top1": 0.74}}
+    (tmp_path / "t.json").write_text(json.dumps(throughput))
+    (tmp_path / "r.json").write_text(json.dumps(race))
+    root, output = tmp_path / "bench", tmp_path / "BENCHMARKS.md"
+    root.mkdir()
+    (root / "methods-2ep.md").write_text("## Every method, same budget\n")
+    assert load_script().main(["--throughput", str(tmp_path / "t.json"), "--race", str(tmp_path / "r.json"),
+                               "--root", str(root), "--output", str(output)]) == 0
+    text = output.read_text()
+    assert text.index("## Every method") < text.index("## Against lightly")
+    assert "| simclr | 20.0 | 30.0 | 1.0 % | 16.0 | 15.0 (2) | 20.0 % | 1.25× | 2.00× | yes |" in text
+    assert "| selfsup | 900 | 3.8 | 79.00 | 82.00 |" in text and "| lightly | 400 | 1.7 | 75.50 | 80.00 |" in text
+    assert "+3.50 points (selfsup ahead)" in text
+    assert "Command: `python benchmarks/vs_lightly.py --steps 2`" in text
+
+
+def test_missing_results_say_which_command_makes_them(tmp_path):
+    root, output = tmp_path / "bench", tmp_path / "BENCHMARKS.md"
+    assert load_script().main(["--throughput", str(tmp_path / "none.json"), "--race", str(tmp_path / "none2.json"),
+                               "--root", str(root), "--output", str(output)]) == 0
+    text = output.read_text()
+    assert "Not measured yet: `python benchmarks/vs_lightly.py" in text
+    assert "Not measured yet: `python benchmarks/race_vs_lightly.py" in text
