@@ -405,8 +405,9 @@ def test_loss_falls_on_a_fixed_batch(name):
 def test_encoder_embeds_whole_images_for_evaluation(name):
     method = build_method(name, tiny_backbone(), small_config(name), info())
     encoder = method.encoder()
-    # jigsaw's tile network is evaluated on an image's tiles (test below); "whole" gives the backbone.
-    assert (encoder.backbone if name == "jigsaw" else encoder) is method.backbone
+    # The patch tasks' networks are evaluated on an image's grid of tiles (tests below); "whole"
+    # gives the backbone itself.
+    assert (encoder.backbone if name in ("jigsaw", "relative-location") else encoder) is method.backbone
     features = encoder(torch.randn(5, 1, 28, 28))
     assert features.shape == (5, encoder.feature_dim) and features.dtype == torch.float32
     assert type(method).default_views().num_global_views == method.num_views == 1
@@ -431,7 +432,7 @@ def test_patch_methods_take_batchnorm_statistics_from_whole_images(name):
     with torch.no_grad():
         reference.train()(views[0])  # one train-mode pass over the whole views, nothing else
     for whole_images in (True, False):
-        whole_encoder = {"encoder": "whole"} if name == "jigsaw" else {}  # jigsaw's default encoder is its tiles
+        whole_encoder = {"encoder": "whole"}  # the default encoders read grids of tiles
         method = build_method(name, copy_of(expected), {**small_config(name), **whole_encoder,
                                                         "bn_stats_from_whole_images": whole_images}, info())
         method.train()
@@ -495,7 +496,7 @@ def test_relative_location_patch_encoder_averages_the_grid_patches():
     patches = torch.stack([canvas[:, :, 8 * r + 1:8 * r + 7, 8 * c + 1:8 * c + 7] for r in range(3) for c in range(3)], 1)
     expected = method.backbone(patches.flatten(0, 1)).view(2, 9, -1).mean(1)  # no per-patch normalisation
     torch.testing.assert_close(method.encoder()(images), expected)
-    with pytest.raises(ConfigError, match="unknown relative-location encoder 'tiles'; valid: whole, patches"):
+    with pytest.raises(ConfigError, match="unknown relative-location encoder 'tiles'; valid: patches, whole"):
         build_method("relative-location", tiny_backbone(), {**small_config("relative-location"), "encoder": "tiles"}, info())
 
 

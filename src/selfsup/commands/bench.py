@@ -101,7 +101,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     plot = plot_curves(results, root / f"{section_name}.png")
     title = SECTION_TITLES.get(args.preset, args.preset)
     if args.epochs is None:
-        title = title.replace("same budget", "each recipe's own epochs")
+        title = title.replace("Every method, same budget", "Methods at their recipes' own budgets")
     budget_text = "each recipe's own epochs (column *epochs*)" if args.epochs is None else f"{args.epochs} epochs per entry"
     section = [f"## {title}", "",
                f"Data: {args.data}; budget: {budget_text}; machine: {machine_description()}.",

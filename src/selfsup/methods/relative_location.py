@@ -6,8 +6,9 @@ through the same encoder, and a classifier on the two concatenated features says
 neighbour lies (Sec. 3, Fig. 3). Shortcuts the paper closes (Sec. 3.1): a gap between patches
 (no continuous edges or textures across borders), random jitter of each patch (no aligned
 lines), and colour dropping or projection (no chromatic-aberration cue to the position in the
-frame). The encoder kept is the shared patch encoder, applied to whole images for evaluation
-(``encoder="whole"``) or to the image's 3×3 grid of patches, averaged (``encoder="patches"``).
+frame). The encoder kept is the shared patch encoder, applied for evaluation to the image's 3×3
+grid of patches and averaged (``encoder="patches"``, the default: the network never sees a whole
+image), or to whole images (``encoder="whole"``).
 
 Small images (Fashion-MNIST's 28×28) are first resized to a larger ``canvas_size``: the paper's
 patches are 96 px, and a 3×3 grid of 6 px patches would be read by a stride-16 ResNet as a few
@@ -35,7 +36,7 @@ from selfsup.transforms.pretext import (NEIGHBOUR_OFFSETS, centred_tiles, drop_c
 #: The paper's patch, gap and maximal jitter in pixels (Sec. 3.1), the ratios used when unset.
 PAPER_PATCH, PAPER_GAP, PAPER_JITTER = 96, 48, 7
 CHROMATIC_GUARDS = ("drop", "project", "none")
-ENCODERS = ("whole", "patches")
+ENCODERS = ("patches", "whole")
 
 
 @dataclass
@@ -56,9 +57,11 @@ class RelativeLocationConfig(MethodConfig):
     """Shared per-patch fully connected layer (the paper's fc6: 4096)."""
     classifier_hidden_dim: int = 4096
     """Hidden width after concatenation (the paper's fc7: 4096)."""
-    encoder: str = "whole"
-    """What evaluation measures: 'whole' (the backbone on whole images) or 'patches' (the mean
-    feature of the 3×3 grid's centred patches, BatchNorm running statistics from patches)."""
+    encoder: str = "patches"
+    """What evaluation measures: 'patches' (the mean feature of the 3×3 grid's centred patches,
+    BatchNorm running statistics from patches) or 'whole' (the backbone on whole images).
+    Measured on Fashion-MNIST (2 epochs, the CPU recipe): kNN 73.0 % with 'patches' (a random
+    network read the same way: 68.0 %), 69.4 % with 'whole' (random: 68.5 %)."""
     bn_stats_from_whole_images: bool = True
     """With ``encoder='whole'``: BatchNorm running statistics (what evaluation normalises with) from whole views, not from
     patches: the patch pass leaves them alone and a no-grad whole-view pass updates them. The
