@@ -5,8 +5,8 @@
     python benchmarks/lightly_section.py          # -> runs/bench/fashion-mnist/vs-lightly.md, BENCHMARKS.md
 
 Every figure is read from those files; a missing file leaves its table out with the command that
-would produce it. The section sits beside the ``selfsup bench`` sections, which ``_assemble``
-keeps in BENCHMARKS.md.
+would produce it. The section sits beside the ``selfsup bench`` sections, which
+``selfsup.commands.bench.assemble`` keeps in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-from selfsup.commands.bench import _assemble
+from selfsup.commands.bench import assemble
 
 GOAL_RATIO = 1.5  # issue: full-step throughput at least 1.5× lightly's
 GOAL_DATA_SHARE = 0.10  # and the data pipeline at most 10 % of the step
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "vs-lightly.md").write_text("\n".join(section) + "\n")
-    _assemble(root, Path(args.output))
+    assemble(root, Path(args.output))
     print("\n".join(section))
     return 0
 

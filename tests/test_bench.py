@@ -68,7 +68,7 @@ def test_budget_is_epochs_or_the_recipes_own_and_keeps_results_apart(tmp_path):
     import pytest
 
     from selfsup.bench import BenchEntry, BenchSettings, entry_config
-    from selfsup.commands.bench import _assemble, budget, budget_name
+    from selfsup.commands.bench import assemble, budget, budget_name
 
     assert budget("3") == 3 and budget("recipe") is None
     for bad in ("0", "two", "-1"):
@@ -82,7 +82,7 @@ def test_budget_is_epochs_or_the_recipes_own_and_keeps_results_apart(tmp_path):
     # Sections of every budget are kept and ordered: common budgets by epochs, then the recipes'.
     for name in ("methods-recipe", "methods-10ep", "methods-2ep", "moco-momentum-2ep", "vs-lightly"):
         (tmp_path / f"{name}.md").write_text(f"## {name}\n")
-    _assemble(tmp_path, tmp_path / "BENCHMARKS.md")
+    assemble(tmp_path, tmp_path / "BENCHMARKS.md")
     text = (tmp_path / "BENCHMARKS.md").read_text()
     order = [text.index(f"## {n}") for n in ("methods-2ep", "methods-10ep", "methods-recipe", "moco-momentum-2ep", "vs-lightly")]
     assert order == sorted(order)

@@ -75,6 +75,19 @@ def test_softmax_loss_matches_the_explicit_softmax():
 
 # --------------------------------------------------------------------------- memory bank
 
+def test_softmax_positives_equal_a_bank_holding_them():
+    loss = InstanceSoftmaxLoss(temperature=0.1)
+    bank, positives, indices = unit_rows(20, 8, seed=1), unit_rows(4, 8, seed=2), torch.tensor([3, 7, 1, 12])
+    query = unit_rows(4, 8, seed=3).requires_grad_()
+    got = loss(query, bank, indices, positives=positives)
+    (grad_got,) = torch.autograd.grad(got, query)
+    expected = loss(query, bank.index_copy(0, indices, positives), indices)
+    (grad_expected,) = torch.autograd.grad(expected, query)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(grad_got, grad_expected)
+    assert torch.equal(bank, unit_rows(20, 8, seed=1))  # the bank itself is not written
+
+
 def test_bank_update_mixes_with_momentum_then_renormalises():
     bank = MemoryBank(6, 3, momentum=0.5)
     before = bank.vectors.clone()

@@ -114,7 +114,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if plot is not None:
         section += [f"kNN accuracy (monitor subset) against training time: `{plot}`", ""]
     (root / f"{section_name}.md").write_text("\n".join(section))
-    _assemble(root, Path(args.output))
+    assemble(root, Path(args.output))
     print("\n".join(section))
     print(f"written: {args.output}")
     return 0
@@ -142,7 +142,7 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _assemble(root: Path, output: Path) -> None:
+def assemble(root: Path, output: Path) -> None:
     """BENCHMARKS.md = every section written so far under ``root``, presets in a fixed order."""
     from selfsup.bench import PRESETS
 

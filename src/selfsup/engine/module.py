@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import lightning as L
 import torch
@@ -96,13 +96,12 @@ class SelfSupervisedModule(L.LightningModule):
         cfg = self.config.optim
         # Parameters the method trains at a constant rate get their own groups, outside the schedule.
         constant = {id(p) for module in self.method.constant_lr_modules() for p in module.parameters()}
-        scheduled = [(n, p) for n, p in self.method.named_parameters() if id(p) not in constant]
-        fixed = [(n, p) for n, p in self.method.named_parameters() if id(p) in constant]
-        decay, no_decay = split_decay_groups(scheduled, cfg.exclude_bias_and_norm)
-        groups = [{"params": decay, "decay_schedule": True}, {"params": no_decay, "weight_decay": 0.0}]
-        fixed_decay, fixed_no_decay = split_decay_groups(fixed, cfg.exclude_bias_and_norm)
-        groups += [{"params": fixed_decay, "decay_schedule": True, "constant_lr": True},
-                   {"params": fixed_no_decay, "weight_decay": 0.0, "constant_lr": True}]
+        groups: List[Dict[str, Any]] = []
+        for keep_constant in (False, True):
+            chosen = [(n, p) for n, p in self.method.named_parameters() if (id(p) in constant) == keep_constant]
+            decay, no_decay = split_decay_groups(chosen, cfg.exclude_bias_and_norm)
+            flag = {"constant_lr": True} if keep_constant else {}
+            groups += [{"params": decay, "decay_schedule": True, **flag}, {"params": no_decay, "weight_decay": 0.0, **flag}]
         if self.probe is not None:
             groups.append({"params": list(self.probe.parameters()), "lr": cfg.probe_lr, "weight_decay": 0.0})
         global_batch = self.config.batch_size * self.trainer.world_size

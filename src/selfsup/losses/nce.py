@@ -13,6 +13,7 @@ only needs ``m`` noise entries per step.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +90,9 @@ class InstanceSoftmaxLoss(nn.Module):
         temperature: τ (0.07 in the paper).
 
     Shapes:
-        ``query (B, D)``, ``bank (n, D)``, ``indices (B,)`` → scalar loss.
+        ``query (B, D)``, ``bank (n, D)``, ``indices (B,)`` (distinct), optional ``positives (B, D)``
+        → scalar loss. ``positives`` stand in for the bank rows at ``indices`` (NPID's entries not
+        filled yet), without copying the bank.
     """
 
     def __init__(self, temperature: float = 0.07) -> None:
@@ -98,8 +101,14 @@ class InstanceSoftmaxLoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
-    def forward(self, query: Tensor, bank: Tensor, indices: Tensor) -> Tensor:
+    def forward(self, query: Tensor, bank: Tensor, indices: Tensor, positives: Optional[Tensor] = None) -> Tensor:
         if query.dim() != 2 or bank.dim() != 2 or bank.shape[1] != query.shape[1] or indices.shape != query.shape[:1]:
             raise ValueError(f"expected query (B, D), bank (n, D) and indices (B,), got "
                              f"{tuple(query.shape)}, {tuple(bank.shape)} and {tuple(indices.shape)}")
-        return F.cross_entropy(query @ bank.T / self.temperature, indices)
+        logits = query @ bank.T / self.temperature  # (B, n)
+        if positives is not None:
+            # Columns ``indices`` as if the bank held ``positives`` there, for every query (they are
+            # the other images' negatives too). In place: the matmul and division backward do not
+            # need their outputs.
+            logits.index_copy_(1, indices, query @ positives.T / self.temperature)
+        return F.cross_entropy(logits, indices)

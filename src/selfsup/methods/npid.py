@@ -119,7 +119,7 @@ class NPID(Method):
         else:
             # The batch's rows hold its positives: an entry not filled yet (fill_on_first_visit)
             # is replaced by the image's own feature, as for NCE, instead of its random start.
-            loss = self.softmax(f, self.bank.vectors.index_copy(0, indices, positive), indices)
+            loss = self.softmax(f, self.bank.vectors, indices, positives=positive)
         with torch.no_grad():
             logs = {"pos_sim": (f * positive).sum(dim=1).mean()}
         return MethodOutput(loss=loss, logs=logs, features=h.detach(), extras=extras)

@@ -264,6 +264,20 @@ class JigsawPuzzle(NamedTuple):
     origins: Tensor
 
 
+def _tile_grid(size: Tuple[int, int], grid: int, tile_size: int) -> Tuple[int, Tensor, Tensor]:
+    """``(cell, cell_top (T,), cell_left (T,))``: the ``grid × grid`` cells of side
+    ``cell = min(H, W) // grid`` covering the centre of an ``(H, W)`` canvas, in reading order."""
+    height, width = size
+    cell = min(height, width) // grid
+    if not 1 <= tile_size <= cell:
+        raise ConfigError(f"tile_size={tile_size} must be in [1, {cell}] (cell side of a {grid}x{grid} grid on a "
+                          f"{height}x{width} canvas); use a larger canvas_size or a smaller tile_size")
+    cells = torch.arange(grid * grid)
+    cell_top = (height - grid * cell) // 2 + (cells // grid) * cell
+    cell_left = (width - grid * cell) // 2 + (cells % grid) * cell
+    return cell, cell_top, cell_left
+
+
 def sample_jigsaw_tiles(images: Tensor, permutations: Tensor, tile_size: int,
                         generator: Optional[torch.Generator] = None) -> JigsawPuzzle:
     """Cut a ``g×g`` grid of tiles and shuffle it with a random permutation of the set
@@ -277,19 +291,12 @@ def sample_jigsaw_tiles(images: Tensor, permutations: Tensor, tile_size: int,
         permutations: ``(N, T)`` with ``T = g²`` tiles.
         tile_size: side of a tile, at most ``cell``.
     """
-    batch, _, height, width = images.shape
+    batch = images.shape[0]
     num_tiles = permutations.shape[1]
     grid = math.isqrt(num_tiles)
     if grid * grid != num_tiles:
         raise ConfigError(f"permutations of {num_tiles} tiles do not form a square grid; use 4, 9, 16 ... tiles")
-    cell = min(height, width) // grid
-    if not 1 <= tile_size <= cell:
-        raise ConfigError(f"tile_size={tile_size} must be in [1, {cell}] (cell side of a {grid}x{grid} grid on a "
-                          f"{height}x{width} canvas); use a larger canvas_size or a smaller tile_size")
-    top0, left0 = (height - grid * cell) // 2, (width - grid * cell) // 2
-    cells = torch.arange(num_tiles)
-    cell_top = top0 + (cells // grid) * cell  # (T,)
-    cell_left = left0 + (cells % grid) * cell
+    cell, cell_top, cell_left = _tile_grid(images.shape[-2:], grid, tile_size)
     inside = _randint(0, cell - tile_size, (batch, num_tiles, 2), generator)  # random tile position in its cell
     origins = torch.stack([cell_top + inside[..., 0], cell_left + inside[..., 1]], dim=-1)  # (B, T, 2)
     tiles = crop_patches(images, origins[..., 0], origins[..., 1], tile_size)  # (B, T, C, S, S)
@@ -309,15 +316,10 @@ def centred_tiles(images: Tensor, grid: int, tile_size: int) -> Tensor:
     Returns:
         ``(B, grid², C, S, S)``.
     """
-    batch, _, height, width = images.shape
-    cell = min(height, width) // grid
-    if not 1 <= tile_size <= cell:
-        raise ConfigError(f"tile_size={tile_size} must be in [1, {cell}] for a {grid}x{grid} grid on {height}x{width}")
+    batch = images.shape[0]
+    cell, cell_top, cell_left = _tile_grid(images.shape[-2:], grid, tile_size)
     offset = (cell - tile_size) // 2
-    cells = torch.arange(grid * grid)
-    top = (height - grid * cell) // 2 + (cells // grid) * cell + offset
-    left = (width - grid * cell) // 2 + (cells % grid) * cell + offset
-    return crop_patches(images, top.expand(batch, -1), left.expand(batch, -1), tile_size)
+    return crop_patches(images, (cell_top + offset).expand(batch, -1), (cell_left + offset).expand(batch, -1), tile_size)
 
 
 def normalize_tiles(tiles: Tensor, eps: float = 1e-2) -> Tensor:
