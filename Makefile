@@ -36,13 +36,13 @@ test: $(STAMP) data
 test-slow: $(STAMP) data
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
-# Throughput tables: selfsup alone, then against lightly (installed here as the `bench` extra),
-# then the 15-minute accuracy race against lightly (about 35 minutes in all on 2 cores); both go
-# into BENCHMARKS.md as one section.
+# Throughput tables: selfsup alone (into README.md), then against lightly (installed here as the
+# `bench` extra) with the allocator controls, then the 15-minute accuracy race against lightly
+# (about 1.5 hours in all on 2 cores); the lightly results go into BENCHMARKS.md as one section.
 bench: $(STAMP) data
-	$(BIN)/python benchmarks/throughput_table.py
+	$(BIN)/python benchmarks/throughput_table.py --save-rows runs/throughput_table.json --write README.md
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
-	$(BIN)/python benchmarks/vs_lightly.py --output runs/vs_lightly.json
+	$(BIN)/python benchmarks/vs_lightly.py --allocator-controls --output runs/vs_lightly.json
 	$(BIN)/python benchmarks/race_vs_lightly.py --output runs/race_vs_lightly.json
 	$(BIN)/python benchmarks/lightly_section.py
 

@@ -15,7 +15,8 @@ of the budget (linear warm-up over the first 5 %, then cosine to 0), so each sid
 whatever its speed. What differs is each library's own pipeline in its normal usage:
 
 * selfsup: the uint8 dataset in memory, ``BatchedMultiViewTransform`` on whole batches in the
-  training process, channels_last, the registered ``simclr`` method (its NT-Xent and head);
+  training process, channels_last, the registered ``simclr`` method (its NT-Xent and head), and
+  the C allocator tuned for CPU training as its trainer does (``tune_cpu_allocator``);
 * lightly: ``SimCLRTransform`` per PIL image in ``--lightly-workers`` DataLoader workers (its
   documented usage), its ``SimCLRProjectionHead`` and ``NTXentLoss``.
 
@@ -45,6 +46,7 @@ from vs_lightly import PILDataset  # noqa: E402
 from selfsup.backbones import build_backbone  # noqa: E402
 from selfsup.config import OptimConfig  # noqa: E402
 from selfsup.data import TensorImageDataset, load_dataset  # noqa: E402
+from selfsup.engine import tune_cpu_allocator  # noqa: E402
 from selfsup.engine.optim import build_optimizer, split_decay_groups  # noqa: E402
 from selfsup.evaluation.suite import EvalSettings, evaluate_encoder  # noqa: E402
 from selfsup.methods import Progress, build_method  # noqa: E402
@@ -170,6 +172,7 @@ def evaluate(encoder: nn.Module, train, test) -> Dict[str, float]:
 
 
 def run_side(args: argparse.Namespace) -> Dict[str, object]:
+    allocator = tune_cpu_allocator() if args.side == "selfsup" else "system"
     torch.set_num_threads(args.threads)
     train = load_dataset("fashion-mnist", "train", args.data_dir)
     test = load_dataset("fashion-mnist", "test", args.data_dir)
@@ -177,7 +180,7 @@ def run_side(args: argparse.Namespace) -> Dict[str, object]:
     if args.side == "floor":
         return evaluate(make_backbone(train.info.num_channels), train, test)
     side = SelfsupSimCLR(train) if args.side == "selfsup" else LightlySimCLR(train, args.lightly_workers)
-    result: Dict[str, object] = train_for(side, args.minutes * 60, log)
+    result: Dict[str, object] = {**train_for(side, args.minutes * 60, log), "allocator": allocator}
     result.update(evaluate(side.encoder(), train, test))
     return result
 

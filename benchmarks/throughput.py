@@ -20,6 +20,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Dict, List
 
 import torch
@@ -27,6 +28,7 @@ import torch
 from selfsup.backbones import build_backbone
 from selfsup.config import OptimConfig
 from selfsup.data import ViewDataset, load_dataset
+from selfsup.engine import tune_cpu_allocator
 from selfsup.engine.optim import build_optimizer, split_decay_groups
 from selfsup.methods import METHODS, build_method
 from selfsup.transforms import BatchedMultiViewTransform, MultiViewTransform
@@ -138,21 +140,25 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--channels-last", choices=["on", "off", "both"], default="both")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (measured, off by default)")
+    p.add_argument("--allocator", choices=["tuned", "system"], default="tuned",
+                   help="glibc malloc tuned for training as selfsup's trainer does (default), or left alone")
     p.add_argument("--output", help="also write the JSON here")
     args = p.parse_args(argv)
+    allocator = tune_cpu_allocator() if args.allocator == "tuned" else "system"
     torch.set_num_threads(args.threads)
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.channels_last]
     result = {
         "method": args.method, "backbone": args.backbone, "backbone_args": json.loads(args.backbone_args),
         "data": args.data, "image_size": args.image_size, "batch_size": args.batch_size,
-        "augment": args.augment, "num_workers": args.num_workers, "threads": args.threads, "torch": torch.__version__,
+        "augment": args.augment, "num_workers": args.num_workers, "threads": args.threads, "allocator": allocator,
+        "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cores", "runs": [measure(args, m) for m in modes],
     }
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text + "\n")
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
     return 0
 
 

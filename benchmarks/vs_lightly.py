@@ -18,7 +18,14 @@ Two timings per side, each the median over ``--steps`` steps after ``--warmup``:
 backward, optimizer step and momentum update on views already in memory) and *full* (the loop
 with its data pipeline; ``data_wait_share`` is the part of the step spent waiting for views).
 lightly's full step is measured with each worker count of ``--lightly-workers`` and the fastest
-is kept. Sides alternate (``--rounds``) so that drifts of the machine hit both. One JSON object.
+is kept. Every measurement runs in a fresh child process, sides alternating (``--rounds``) so that
+drifts of the machine hit both, and neither inherits the other's process state.
+
+The C allocator is part of each side's normal usage: selfsup's trainer tunes glibc's malloc for
+CPU training (``selfsup.engine.tune_cpu_allocator``), a lightly script leaves it as it is. With
+``--allocator-controls`` each side also runs with the other's setting (selfsup on the system
+allocator, lightly on the tuned one), which shows how much of the ratio the allocator is.
+One JSON object.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Sequence
 
 import numpy as np
@@ -41,6 +50,7 @@ from torch import Tensor, nn
 
 from selfsup.backbones import build_backbone
 from selfsup.data import TensorImageDataset, load_dataset
+from selfsup.engine import tune_cpu_allocator
 from selfsup.methods import Progress, build_method
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
 
@@ -224,32 +234,65 @@ def time_full(side, steps: int, warmup: int, workers: int) -> Dict[str, float]:
     return {"img_per_s": side.batch / statistics.median(times), "data_wait_share": sum(waits) / sum(times)}
 
 
-def compare(method: str, images: Tensor, info, args: argparse.Namespace) -> Dict[str, object]:
-    runs: Dict[str, List[Dict[str, float]]] = {"selfsup": [], "lightly": []}
+NORMAL_ALLOCATOR = {"selfsup": "tuned", "lightly": "system"}  # what each side's own usage gets
+SIDES = {"selfsup": SelfsupSide, "lightly": LightlySide}
+
+
+def measure(name: str, method: str, allocator: str, args: argparse.Namespace) -> Dict[str, object]:
+    """One side's model and full timings, in this (fresh) process."""
+    state = tune_cpu_allocator() if allocator == "tuned" else "system"
+    torch.set_num_threads(args.threads)
+    data = load_dataset("fashion-mnist", "train", args.data_dir)
+    images = torch.stack([data[i][0] for i in range(min(args.subset, len(data)))])
+    side = SIDES[name](method, images, data.info, args.batch_size)
+    model = time_model(side, args.steps, args.warmup)
+    workers = [0] if name == "selfsup" else args.lightly_workers
+    fulls = {w: time_full(side, args.steps, args.warmup, w) for w in workers}
+    best = max(fulls, key=lambda w: fulls[w]["img_per_s"])
+    print(f"[{method}] {name} ({allocator} allocator): model {model:.1f} img/s, full {fulls[best]['img_per_s']:.1f} "
+          f"img/s ({best} workers, data wait {100 * fulls[best]['data_wait_share']:.1f} %)", file=sys.stderr, flush=True)
+    return {"model_img_per_s": model, "full_img_per_s": fulls[best]["img_per_s"],
+            "data_wait_share": fulls[best]["data_wait_share"], "workers": best, "allocator": state}
+
+
+def measure_in_child(name: str, method: str, allocator: str, argv: Sequence[str]) -> Dict[str, object]:
+    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--measure", name, method, allocator]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare(method: str, args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, object]:
+    plan = [(name, NORMAL_ALLOCATOR[name]) for name in SIDES]
+    if args.allocator_controls:
+        plan += [("selfsup", "system"), ("lightly", "tuned")]
+    runs: Dict[str, List[Dict[str, object]]] = {f"{name}/{alloc}": [] for name, alloc in plan}
     for _ in range(args.rounds):
-        for name, cls in (("selfsup", SelfsupSide), ("lightly", LightlySide)):
-            side = cls(method, images, info, args.batch_size)
-            model = time_model(side, args.steps, args.warmup)
-            workers = [0] if name == "selfsup" else args.lightly_workers
-            fulls = {w: time_full(side, args.steps, args.warmup, w) for w in workers}
-            best = max(fulls, key=lambda w: fulls[w]["img_per_s"])
-            runs[name].append({"model_img_per_s": model, "full_img_per_s": fulls[best]["img_per_s"],
-                               "data_wait_share": fulls[best]["data_wait_share"], "workers": best})
-            print(f"[{method}] {name}: model {model:.1f} img/s, full {fulls[best]['img_per_s']:.1f} img/s "
-                  f"({best} workers, data wait {100 * fulls[best]['data_wait_share']:.1f} %)", file=sys.stderr, flush=True)
+        for name, alloc in plan:
+            runs[f"{name}/{alloc}"].append(measure_in_child(name, method, alloc, argv))
 
-    def median(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[name])
+    def summary(key: str) -> Dict[str, float]:
+        return {k: round(statistics.median(r[k] for r in runs[key]), 2)
+                for k in ("model_img_per_s", "full_img_per_s", "data_wait_share")}
 
-    summary = {name: {key: round(median(name, key), 2) for key in ("model_img_per_s", "full_img_per_s", "data_wait_share")}
-               for name in runs}
-    summary["ratio_model"] = round(summary["selfsup"]["model_img_per_s"] / summary["lightly"]["model_img_per_s"], 2)
-    summary["ratio_full"] = round(summary["selfsup"]["full_img_per_s"] / summary["lightly"]["full_img_per_s"], 2)
-    summary["runs"] = runs
-    return summary
+    def ratio(ours: Dict[str, float], theirs: Dict[str, float], kind: str) -> float:
+        return round(ours[f"{kind}_img_per_s"] / theirs[f"{kind}_img_per_s"], 2)
+
+    result: Dict[str, object] = {"selfsup": summary("selfsup/tuned"), "lightly": summary("lightly/system")}
+    result["ratio_model"] = ratio(result["selfsup"], result["lightly"], "model")
+    result["ratio_full"] = ratio(result["selfsup"], result["lightly"], "full")
+    if args.allocator_controls:
+        ours_system, theirs_tuned = summary("selfsup/system"), summary("lightly/tuned")
+        result["controls"] = {
+            "selfsup_system_allocator": ours_system, "lightly_tuned_allocator": theirs_tuned,
+            "ratio_full_both_system": ratio(ours_system, result["lightly"], "full"),
+            "ratio_full_both_tuned": ratio(result["selfsup"], theirs_tuned, "full"),
+        }
+    result["runs"] = runs
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["simclr", "byol", "dino"], choices=sorted(METHOD_ARGS))
     p.add_argument("--batch-size", type=int, default=256)
@@ -258,33 +301,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="alternations selfsup → lightly per method")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--lightly-workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers tried for lightly")
+    p.add_argument("--allocator-controls", action="store_true",
+                   help="also run selfsup on the system allocator and lightly on the tuned one")
     p.add_argument("--subset", type=int, default=20000, help="training images loaded (enough for the steps)")
     p.add_argument("--data-dir")
     p.add_argument("--output", help="also write the JSON here")
+    p.add_argument("--measure", nargs=3, metavar=("SIDE", "METHOD", "ALLOCATOR"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
-        import lightly  # noqa: F401
+        import lightly
     except ImportError:
         print("lightly is not installed: pip install -e '.[bench]' (or pip install lightly)", file=sys.stderr)
         return 2
-    torch.set_num_threads(args.threads)
-    data = load_dataset("fashion-mnist", "train", args.data_dir)
-    images = torch.stack([data[i][0] for i in range(min(args.subset, len(data)))])
-    import lightly as lightly_module
-
+    if args.measure:  # a child: one side, one method, one allocator setting
+        name, method, allocator = args.measure
+        print(json.dumps(measure(name, method, allocator, args)))
+        return 0
+    child_argv = [a for a in argv if a != "--allocator-controls"]
+    child_argv = _without_option(child_argv, "--output")
     result = {
-        "command": "python benchmarks/vs_lightly.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/vs_lightly.py " + " ".join(argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
-        "torch": torch.__version__, "lightly": lightly_module.__version__, "batch_size": args.batch_size,
+        "torch": torch.__version__, "lightly": lightly.__version__, "batch_size": args.batch_size,
         "image_size": SIZE, "backbone": "resnet18, small-image stem, 1 input channel",
-        "methods": {m: compare(m, images, data.info, args) for m in args.methods},
+        "allocators": dict(NORMAL_ALLOCATOR),
+        "methods": {m: compare(m, args, child_argv) for m in args.methods},
     }
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text + "\n")
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{args.output}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, args.output)
     return 0
+
+
+def _without_option(argv: List[str], option: str) -> List[str]:
+    """``argv`` less ``option`` and its value (``--option V`` or ``--option=V``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -59,3 +65,43 @@ def test_bf16_autocast_trains_with_close_loss_and_finite_gradients(method_name):
     mixed.backward()
     grads = [p.grad for p in method.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+STEP_IN_A_FRESH_PROCESS = """
+    import json, sys, torch
+    from selfsup.backbones import build_backbone
+    from selfsup.engine import tune_cpu_allocator
+    from selfsup.methods import build_method
+    state = tune_cpu_allocator() if sys.argv[1] == "tuned" else "system"
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", in_channels=1, small_stem=True, width=0.25)
+    method = build_method("simclr", backbone, {"projection_hidden_dim": 64, "projection_dim": 32})
+    method = method.to(memory_format=torch.channels_last)
+    views = [torch.randn(64, 1, 32, 32).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+    losses = []
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):  # later steps run on memory the earlier ones freed
+        loss = method(views).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    print(json.dumps({"state": state, "losses": losses,
+                      "params": [p.detach().double().sum().item() for p in method.parameters()]}))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt tuning is glibc's")
+def test_tuned_allocator_trains_to_the_same_numbers():
+    """The allocator only moves where tensors live: three SimCLR steps give the same losses and weights."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD", "GLIBC_TUNABLES", "SELFSUP_CPU_ALLOCATOR")}
+    results = {}
+    for setting in ("system", "tuned"):
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(STEP_IN_A_FRESH_PROCESS), setting], env=env,
+                              capture_output=True, text=True, check=True, timeout=300)
+        results[setting] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert results["tuned"]["state"] == "tuned"
+    assert results["tuned"]["losses"] == pytest.approx(results["system"]["losses"], rel=1e-6)
+    assert results["tuned"]["params"] == pytest.approx(results["system"]["params"], rel=1e-6, abs=1e-9)

@@ -273,6 +273,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from selfsup.evaluation.subsets import balanced_subset
     from selfsup.evaluation.suite import EvalSettings
 
+    if args.device == "cpu":  # feature extraction and fine-tuning allocate large activations too
+        from selfsup.engine import tune_cpu_allocator
+
+        tune_cpu_allocator()
     if args.protocol == "dense":
         return _cmd_eval_dense(args)
     train_set = load_dataset(args.data, "train", args.data_dir)

@@ -63,6 +63,9 @@ class TrainerConfig:
     """Synchronise BatchNorm statistics across processes (SimCLR's global BN, Sec. 2)."""
     channels_last: bool = True
     """NHWC memory format for convolutional backbones (measured faster on CPU and GPU)."""
+    cpu_allocator: str = "tuned"
+    """On CPU runs, 'tuned' keeps freed tensor memory in the heap for the next step instead of
+    returning it to the kernel (glibc mallopt, see selfsup.engine.allocator); 'system' leaves malloc alone."""
     log_every_n_steps: int = 20
     progress_bar: bool = True
     limit_train_batches: Optional[int] = None
@@ -144,6 +147,8 @@ class TrainConfig:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.augment not in ("auto", "batched", "per-image"):
             raise ConfigError(f"unknown augment '{self.augment}'; valid choices: auto, batched, per-image")
+        if self.trainer.cpu_allocator not in ("tuned", "system"):
+            raise ConfigError(f"unknown trainer.cpu_allocator '{self.trainer.cpu_allocator}'; valid choices: system, tuned")
         if self.optim.name not in ("lars", "sgd", "adamw"):
             raise ConfigError(f"unknown optimizer '{self.optim.name}'; valid choices: adamw, lars, sgd")
         if self.optim.lr_scaling not in ("linear", "sqrt", "none"):

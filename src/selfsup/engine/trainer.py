@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 
 from selfsup.config import TrainConfig, _build
 from selfsup.data import ImageDataset, TensorImageDataset, TransformDataset, ViewDataset, load_dataset
+from selfsup.engine.allocator import tune_cpu_allocator
 from selfsup.engine.checkpoint import AtomicCheckpointIO
 from selfsup.engine.module import CHECKPOINT_KEY, KnnMonitorData, SelfSupervisedModule
 from selfsup.errors import ConfigError, DataError
@@ -111,6 +112,12 @@ def read_checkpoint_config(path: str | Path) -> Dict[str, Any]:
     return checkpoint[CHECKPOINT_KEY]
 
 
+def runs_on_cpu(accelerator: str) -> bool:
+    """Whether Lightning's ``accelerator`` setting trains on the CPU here."""
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
+                                    and not torch.backends.mps.is_available())
+
+
 def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Pre-train ``config.method`` and return where the checkpoints are.
 
@@ -127,6 +134,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
             f"'{output_dir}' already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it "
             f"or choose another --output-dir"
         )
+    if config.trainer.cpu_allocator == "tuned" and runs_on_cpu(config.trainer.accelerator):
+        tune_cpu_allocator()  # before the loader's workers fork, so that they inherit it
     L.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_dataset(config.data, config.split, config.data_dir, config.download)
     views = resolve_views(config)
