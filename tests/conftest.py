@@ -14,6 +14,21 @@ from PIL import Image
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
 
 
+@pytest.fixture
+def benchmark_script():
+    """Import a script of benchmarks/ by its file name (they are scripts, not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 def write_image_folder(root: Path, classes=("circle", "square"), per_class: int = 24, size: int = 20,
                        channels: int = 1, seed: int = 0) -> Path:
     """A labelled folder of simple shapes (class sub-folders), different enough to learn."""

@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lightly_section.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("lightly_section", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def side(model, full, wait, workers):
@@ -21,7 +10,7 @@ def side(model, full, wait, workers):
         [{"model_img_per_s": model, "full_img_per_s": full, "data_wait_share": wait, "workers": workers}]
 
 
-def test_section_is_computed_from_the_json_and_kept_in_benchmarks_md(tmp_path):
+def test_section_is_computed_from_the_json_and_kept_in_benchmarks_md(tmp_path, benchmark_script):
     ours, our_runs = side(20.0, 30.0, 0.01, 0)
     theirs, their_runs = side(16.0, 15.0, 0.2, 2)
     throughput = {"command": "python benchmarks/vs_lightly.py --steps 2", "machine": "x86_64, 2 CPUs", "threads": 2,
@@ -41,8 +30,9 @@ def test_section_is_computed_from_the_json_and_kept_in_benchmarks_md(tmp_path):
     root, output = tmp_path / "bench", tmp_path / "BENCHMARKS.md"
     root.mkdir()
     (root / "methods-2ep.md").write_text("## Every method, same budget\n")
-    assert load_script().main(["--throughput", str(tmp_path / "t.json"), "--race", str(tmp_path / "r.json"),
-                               "--root", str(root), "--output", str(output)]) == 0
+    main = benchmark_script("lightly_section").main
+    assert main(["--throughput", str(tmp_path / "t.json"), "--race", str(tmp_path / "r.json"),
+                 "--root", str(root), "--output", str(output)]) == 0
     text = output.read_text()
     assert text.index("## Every method") < text.index("## Against lightly")
     assert "| simclr | 20.0 | 30.0 | 1.0 % | 16.0 | 15.0 (2) | 20.0 % | 1.25× | 2.00× | yes |" in text
@@ -54,10 +44,11 @@ def test_section_is_computed_from_the_json_and_kept_in_benchmarks_md(tmp_path):
     assert "Command: `python benchmarks/vs_lightly.py --steps 2`" in text
 
 
-def test_missing_results_say_which_command_makes_them(tmp_path):
+def test_missing_results_say_which_command_makes_them(tmp_path, benchmark_script):
     root, output = tmp_path / "bench", tmp_path / "BENCHMARKS.md"
-    assert load_script().main(["--throughput", str(tmp_path / "none.json"), "--race", str(tmp_path / "none2.json"),
-                               "--root", str(root), "--output", str(output)]) == 0
+    main = benchmark_script("lightly_section").main
+    assert main(["--throughput", str(tmp_path / "none.json"), "--race", str(tmp_path / "none2.json"),
+                 "--root", str(root), "--output", str(output)]) == 0
     text = output.read_text()
     assert "Not measured yet: `python benchmarks/vs_lightly.py" in text
     assert "Not measured yet: `python benchmarks/race_vs_lightly.py" in text

@@ -3,18 +3,7 @@ table and the sentences under it, no figure typed by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput_table.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("throughput_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def row(backbone, augment, channels_last, allocator, model, full, wait=0.01):
@@ -23,8 +12,8 @@ def row(backbone, augment, channels_last, allocator, model, full, wait=0.01):
             "data_img_per_s": 20000.0, "full_img_per_s": full, "data_wait_share": wait}
 
 
-def test_block_and_summary_come_from_the_rows(tmp_path):
-    script = load_script()
+def test_block_and_summary_come_from_the_rows(tmp_path, benchmark_script):
+    script = benchmark_script("throughput_table")
     large, tiny = script.LARGE, script.TINY
     rows = [
         row(large, "batched", False, "tuned", 16.0, 15.0), row(large, "batched", True, "tuned", 20.0, 19.5),
