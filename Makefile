@@ -36,13 +36,15 @@ test: $(STAMP) data
 test-slow: $(STAMP) data
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
-# Throughput tables: selfsup alone (into README.md), then against lightly (installed here as the
-# `bench` extra) with the allocator controls, then the 15-minute accuracy race against lightly
-# (about 1.5 hours in all on 2 cores); the lightly results go into BENCHMARKS.md as one section.
+# Throughput tables: selfsup alone (into README.md, ~20 min on 2 cores), then against lightly
+# (installed here as the `bench` extra) with the allocator controls (~25 min; more --steps and
+# --rounds for steadier figures), then the 15-minute accuracy race against lightly (~35 min);
+# the lightly results go into BENCHMARKS.md as one section.
 bench: $(STAMP) data
 	$(BIN)/python benchmarks/throughput_table.py --save-rows runs/throughput_table.json --write README.md
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
-	$(BIN)/python benchmarks/vs_lightly.py --allocator-controls --output runs/vs_lightly.json
+	$(BIN)/python benchmarks/vs_lightly.py --steps 2 --warmup 1 --rounds 1 --lightly-workers 2 \
+		--allocator-controls --output runs/vs_lightly.json
 	$(BIN)/python benchmarks/race_vs_lightly.py --output runs/race_vs_lightly.json
 	$(BIN)/python benchmarks/lightly_section.py
 
