@@ -255,20 +255,26 @@ def measure(name: str, method: str, allocator: str, args: argparse.Namespace) ->
             "data_wait_share": fulls[best]["data_wait_share"], "workers": best, "allocator": state}
 
 
-def measure_in_child(name: str, method: str, allocator: str, argv: Sequence[str]) -> Dict[str, object]:
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--measure", name, method, allocator]
+def measure_in_child(name: str, method: str, allocator: str, args: argparse.Namespace) -> Dict[str, object]:
+    """``measure`` in a fresh interpreter, given the options a measurement reads."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--measure", name, method, allocator,
+           "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--threads", str(args.threads), "--subset", str(args.subset),
+           "--lightly-workers", *map(str, args.lightly_workers)]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def compare(method: str, args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, object]:
+def compare(method: str, args: argparse.Namespace) -> Dict[str, object]:
     plan = [(name, NORMAL_ALLOCATOR[name]) for name in SIDES]
     if args.allocator_controls:
         plan += [("selfsup", "system"), ("lightly", "tuned")]
     runs: Dict[str, List[Dict[str, object]]] = {f"{name}/{alloc}": [] for name, alloc in plan}
     for _ in range(args.rounds):
         for name, alloc in plan:
-            runs[f"{name}/{alloc}"].append(measure_in_child(name, method, alloc, argv))
+            runs[f"{name}/{alloc}"].append(measure_in_child(name, method, alloc, args))
 
     def summary(key: str) -> Dict[str, float]:
         return {k: round(statistics.median(r[k] for r in runs[key]), 2)
@@ -317,15 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, method, allocator = args.measure
         print(json.dumps(measure(name, method, allocator, args)))
         return 0
-    child_argv = [a for a in argv if a != "--allocator-controls"]
-    child_argv = _without_option(child_argv, "--output")
     result = {
         "command": "python benchmarks/vs_lightly.py " + " ".join(argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
         "torch": torch.__version__, "lightly": lightly.__version__, "batch_size": args.batch_size,
         "image_size": SIZE, "backbone": "resnet18, small-image stem, 1 input channel",
         "allocators": dict(NORMAL_ALLOCATOR),
-        "methods": {m: compare(m, args, child_argv) for m in args.methods},
+        "methods": {m: compare(m, args) for m in args.methods},
     }
     text = json.dumps(result, indent=2)
     print(text)
@@ -335,19 +339,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp.write_text(text + "\n")
         os.replace(tmp, args.output)
     return 0
-
-
-def _without_option(argv: List[str], option: str) -> List[str]:
-    """``argv`` less ``option`` and its value (``--option V`` or ``--option=V``)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            out.append(arg)
-    return out
 
 
 if __name__ == "__main__":

@@ -29,6 +29,26 @@ def benchmark_script():
     return load
 
 
+@pytest.fixture
+def fresh_python():
+    """Run Python code in a fresh interpreter, with no C-allocator settings inherited from this
+    environment; returns the last line it prints. For process-wide state (the C allocator)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from selfsup.engine import allocator
+
+    env = {k: v for k, v in os.environ.items() if k not in allocator.ENVIRONMENT}
+
+    def run(code: str, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, capture_output=True,
+                              text=True, check=True, timeout=300)
+        return done.stdout.strip().splitlines()[-1]
+
+    return run
+
+
 def write_image_folder(root: Path, classes=("circle", "square"), per_class: int = 24, size: int = 20,
                        channels: int = 1, seed: int = 0) -> Path:
     """A labelled folder of simple shapes (class sub-folders), different enough to learn."""

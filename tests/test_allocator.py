@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -17,15 +14,6 @@ from selfsup.engine.trainer import runs_on_cpu
 from selfsup.errors import ConfigError
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt tuning is glibc's")
-
-CLEAN_ENV_DROP = ("LD_PRELOAD", "GLIBC_TUNABLES", allocator.OPT_OUT_ENV, *allocator._USER_SETTINGS)
-
-
-def run_python(code: str, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV_DROP}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, capture_output=True,
-                          text=True, check=True, timeout=300)
-    return done.stdout.strip().splitlines()[-1]
 
 
 FAULTS = """
@@ -44,11 +32,11 @@ FAULTS = """
 
 
 @glibc_only
-def test_tuned_allocator_reuses_freed_pages_instead_of_faulting_them_in_again():
+def test_tuned_allocator_reuses_freed_pages_instead_of_faulting_them_in_again(fresh_python):
     pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
-    state, faults = run_python(FAULTS, "system").split()
+    state, faults = fresh_python(FAULTS, "system").split()
     assert int(faults) > 5 * pages  # glibc mmaps and unmaps the block: every page faults each time
-    state, faults = run_python(FAULTS, "tuned").split()
+    state, faults = fresh_python(FAULTS, "tuned").split()
     assert state == "tuned"
     assert int(faults) < pages, faults  # less than one step's worth in ten steps
 
@@ -61,7 +49,7 @@ def test_tuned_allocator_reuses_freed_pages_instead_of_faulting_them_in_again():
     ("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1", "set by the user: GLIBC_TUNABLES"),
 ])
 def test_leaves_the_allocator_alone_when_someone_else_chose(monkeypatch, name, value, reason):
-    for drop in CLEAN_ENV_DROP:
+    for drop in allocator.ENVIRONMENT:
         monkeypatch.delenv(drop, raising=False)
     monkeypatch.setenv(name, value)
     assert allocator._tune() == f"system ({reason})"

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import platform
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -93,15 +89,9 @@ STEP_IN_A_FRESH_PROCESS = """
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt tuning is glibc's")
-def test_tuned_allocator_trains_to_the_same_numbers():
+def test_tuned_allocator_trains_to_the_same_numbers(fresh_python):
     """The allocator only moves where tensors live: three SimCLR steps give the same losses and weights."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD", "GLIBC_TUNABLES", "SELFSUP_CPU_ALLOCATOR")}
-    results = {}
-    for setting in ("system", "tuned"):
-        done = subprocess.run([sys.executable, "-c", textwrap.dedent(STEP_IN_A_FRESH_PROCESS), setting], env=env,
-                              capture_output=True, text=True, check=True, timeout=300)
-        results[setting] = json.loads(done.stdout.strip().splitlines()[-1])
+    results = {setting: json.loads(fresh_python(STEP_IN_A_FRESH_PROCESS, setting)) for setting in ("system", "tuned")}
     assert results["tuned"]["state"] == "tuned"
     assert results["tuned"]["losses"] == pytest.approx(results["system"]["losses"], rel=1e-6)
     assert results["tuned"]["params"] == pytest.approx(results["system"]["params"], rel=1e-6, abs=1e-9)

@@ -5,7 +5,8 @@ to at most 32 MiB) with a fresh ``mmap`` and returns it with ``munmap`` when it 
 training step on the CPU allocates and frees hundreds of activation and gradient tensors of tens
 to hundreds of MiB, so every step faults all of those pages back in and the kernel zeroes each of
 them first: page faults and zeroing, not arithmetic, then take a sizeable part of the step
-(``python benchmarks/vs_lightly.py --allocators system tuned`` measures it). Serving large blocks
+(``python benchmarks/vs_lightly.py --allocator-controls`` and
+``python benchmarks/throughput.py --allocator system|tuned`` measure it). Serving large blocks
 from the heap and never trimming it makes each step reuse the previous step's pages: what
 jemalloc/tcmalloc give PyTorch's own CPU launcher (``torch.backends.xeon.run_cpu``), done here
 with glibc's ``mallopt`` and nothing to install.
@@ -33,6 +34,8 @@ _TOP_PAD_BYTES = 64 << 20  # grow the heap in 64 MiB steps: fewer brk calls whil
 _NEVER_TRIM = 2**31 - 1  # the largest value the int parameter takes (2 GiB of free top)
 _USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 _OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
+ENVIRONMENT = ("LD_PRELOAD", "GLIBC_TUNABLES", OPT_OUT_ENV, *_USER_SETTINGS)
+"""The environment variables that decide whether it tunes (see ``tune_cpu_allocator``)."""
 
 _state: str | None = None
 

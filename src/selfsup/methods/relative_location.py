@@ -63,9 +63,9 @@ class RelativeLocationConfig(MethodConfig):
     Measured on Fashion-MNIST (2 epochs, the CPU recipe): kNN 73.0 % with 'patches' (a random
     network read the same way: 68.0 %), 69.4 % with 'whole' (random: 68.5 %)."""
     bn_stats_from_whole_images: bool = True
-    """With ``encoder='whole'``: BatchNorm running statistics (what evaluation normalises with) from whole views, not from
-    patches: the patch pass leaves them alone and a no-grad whole-view pass updates them. The
-    gradients are unchanged. Measured on Fashion-MNIST (same weights, kNN on 10k/2k images):
+    """With ``encoder='whole'``: BatchNorm running statistics (what evaluation normalises with)
+    from whole views, not from patches: the patch pass leaves them alone and a no-grad whole-view
+    pass updates them. The gradients are unchanged. Measured on Fashion-MNIST (same weights, kNN on 10k/2k images):
     53.5 % with patch statistics, 60.5 % with whole-image statistics."""
 
     def __post_init__(self) -> None:
