@@ -37,14 +37,14 @@ test-slow: $(STAMP) data
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 # Throughput tables: selfsup alone (into README.md, ~20 min on 2 cores), then against lightly
-# (installed here as the `bench` extra) with the allocator controls (~25 min; more --steps and
+# (installed here as the `bench` extra) with the allocator and convolution controls (~30 min; more --steps and
 # --rounds for steadier figures), then the 15-minute accuracy race against lightly (~35 min);
 # the lightly results go into BENCHMARKS.md as one section.
 bench: $(STAMP) data
 	$(BIN)/python benchmarks/throughput_table.py --save-rows runs/throughput_table.json --write README.md
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python benchmarks/vs_lightly.py --steps 2 --warmup 1 --rounds 1 --lightly-workers 2 \
-		--allocator-controls --output runs/vs_lightly.json
+		--allocator-controls --convolution-controls --output runs/vs_lightly.json
 	$(BIN)/python benchmarks/race_vs_lightly.py --output runs/race_vs_lightly.json
 	$(BIN)/python benchmarks/lightly_section.py
 

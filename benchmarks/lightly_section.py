@@ -51,7 +51,8 @@ def allocator_table(result: Dict) -> List[str]:
         return []
     lines = ["Each side's normal usage is selfsup on the tuned allocator (its trainer's default, "
              "`selfsup.engine.tune_cpu_allocator`) and lightly on the system one. The controls swap them: "
-             "full-step images/s and ratios.", "",
+             "full-step images/s and ratios. selfsup's columns use Winograd convolutions, whose short-lived "
+             "tile buffers the system allocator maps and faults in anew at every call.", "",
              "| method | selfsup, system | selfsup, tuned | lightly, system | lightly, tuned | "
              "ratio, both system | ratio, normal usage | ratio, both tuned |",
              "|---|---|---|---|---|---|---|---|"]
@@ -65,22 +66,43 @@ def allocator_table(result: Dict) -> List[str]:
     return lines
 
 
+def convolution_table(result: Dict) -> List[str]:
+    """The control of ``--convolution-controls``: selfsup with PyTorch's direct convolutions."""
+    rows = {name: row["convolution_control"] for name, row in result["methods"].items() if "convolution_control" in row}
+    if not rows:
+        return []
+    lines = ["selfsup's trainer computes 3×3 stride-1 convolutions of CPU steps with Winograd F(4×4, 3×3) "
+             "(`trainer.cpu_convolution=winograd`, `selfsup.ops.winograd`); the control runs the same step "
+             "with PyTorch's direct (oneDNN) convolutions, as lightly does: full-step images/s and ratios.", "",
+             "| method | selfsup, direct | selfsup, Winograd | lightly | Winograd speed-up | "
+             "ratio, direct | ratio, normal usage |",
+             "|---|---|---|---|---|---|---|"]
+    for name, control in rows.items():
+        row = result["methods"][name]
+        direct, ours = control["selfsup_direct_convolution"]["full_img_per_s"], row["selfsup"]["full_img_per_s"]
+        lines.append(f"| {name} | {direct:.1f} | {ours:.1f} | {row['lightly']['full_img_per_s']:.1f} | "
+                     f"{ours / direct:.2f}× | {control['ratio_full_direct_convolution']:.2f}× | {row['ratio_full']:.2f}× |")
+    return lines
+
+
 def race_table(result: Dict) -> List[str]:
     settings = result["settings"]
     lines = [f"Budget: {settings['minutes']:g} minutes of training per side, {settings['threads']} threads, "
              f"{settings['machine']}; backbone {settings['backbone']}, batch {settings['batch']}; lightly's views "
              f"in {settings['lightly_workers']} DataLoader workers. Same evaluation code for both (kNN k=200, "
              "linear probe, all 60 000 / 10 000 images).", "",
-             "| pipeline | C allocator | steps | epochs | kNN | linear |", "|---|---|---|---|---|---|"]
+             "| pipeline | C allocator | 3×3 convolution | steps | epochs | kNN | linear |", "|---|---|---|---|---|---|---|"]
     for side in ("selfsup", "lightly"):
         if side in result:
             r = result[side]
-            # Runs made before the allocator was tuned recorded nothing: they ran on the system one.
-            lines.append(f"| {side} | {r.get('allocator', 'system')} | {r['steps']} | {r['epochs']:.1f} | "
+            # Runs made before the allocator was tuned, or before Winograd, recorded nothing: they
+            # ran on the system allocator, with direct convolutions.
+            lines.append(f"| {side} | {r.get('allocator', 'system')} | {r.get('convolution', 'direct')} | "
+                         f"{r['steps']} | {r['epochs']:.1f} | "
                          f"{100 * r['knn_top1']:.2f} | {100 * r['linear_top1']:.2f} |")
     if "floor" in result:
         floor = result["floor"]
-        lines.append(f"| random init (floor) | — | 0 | 0 | {100 * floor['knn_top1']:.2f} | "
+        lines.append(f"| random init (floor) | — | — | 0 | 0 | {100 * floor['knn_top1']:.2f} | "
                      f"{100 * floor['linear_top1']:.2f} |")
     if "selfsup" in result and "lightly" in result:
         gap = 100 * (result["selfsup"]["knn_top1"] - result["lightly"]["knn_top1"])
@@ -106,6 +128,9 @@ def main(argv=None) -> int:
         section += throughput_table(result)
         section += ["", f"*model*: forward, backward and update on views already in memory; *full*: the loop with its "
                         f"data pipeline. Goals: full ≥ {GOAL_RATIO}× lightly, data wait ≤ {100 * GOAL_DATA_SHARE:.0f} %."]
+        convolutions = convolution_table(result)
+        if convolutions:
+            section += ["", "#### How much of it is the Winograd convolution", ""] + convolutions
         controls = allocator_table(result)
         if controls:
             section += ["", "#### How much of it is the C allocator", ""] + controls

@@ -16,7 +16,8 @@ whatever its speed. What differs is each library's own pipeline in its normal us
 
 * selfsup: the uint8 dataset in memory, ``BatchedMultiViewTransform`` on whole batches in the
   training process, channels_last, the registered ``simclr`` method (its NT-Xent and head), and
-  the C allocator tuned for CPU training as its trainer does (``tune_cpu_allocator``);
+  as its trainer does on CPU, the C allocator tuned for training (``tune_cpu_allocator``) and
+  Winograd 3×3 convolutions (``use_winograd``);
 * lightly: ``SimCLRTransform`` per PIL image in ``--lightly-workers`` DataLoader workers (its
   documented usage), its ``SimCLRProjectionHead`` and ``NTXentLoss``.
 
@@ -50,6 +51,7 @@ from selfsup.engine import tune_cpu_allocator  # noqa: E402
 from selfsup.engine.optim import build_optimizer, split_decay_groups  # noqa: E402
 from selfsup.evaluation.suite import EvalSettings, evaluate_encoder  # noqa: E402
 from selfsup.methods import Progress, build_method  # noqa: E402
+from selfsup.ops import use_winograd  # noqa: E402
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig  # noqa: E402
 
 BACKBONE = "resnet18-tiny"
@@ -86,6 +88,8 @@ class SelfsupSimCLR:
         self.method = build_method("simclr", backbone, {"temperature": TEMPERATURE, "projection_hidden_dim": HIDDEN,
                                                          "projection_dim": OUT})
         self.method = self.method.to(memory_format=torch.channels_last)
+        switched = use_winograd(self.method)  # as its trainer does on CPU (trainer.cpu_convolution)
+        self.convolution = "winograd" if switched else "direct"
         views = ViewConfig.simclr(image_size=train.info.image_size, crop_scale=CROP_SCALE, jitter=JITTER,
                                   jitter_prob=JITTER_PROB, grayscale_prob=GRAY_PROB, blur_prob=(0.0, 0.0))
         self.augment = BatchedMultiViewTransform(views, train.info)
@@ -180,7 +184,8 @@ def run_side(args: argparse.Namespace) -> Dict[str, object]:
     if args.side == "floor":
         return evaluate(make_backbone(train.info.num_channels), train, test)
     side = SelfsupSimCLR(train) if args.side == "selfsup" else LightlySimCLR(train, args.lightly_workers)
-    result: Dict[str, object] = {**train_for(side, args.minutes * 60, log), "allocator": allocator}
+    result: Dict[str, object] = {**train_for(side, args.minutes * 60, log), "allocator": allocator,
+                                 "convolution": getattr(side, "convolution", "direct")}
     result.update(evaluate(side.encoder(), train, test))
     return result
 

@@ -31,6 +31,7 @@ from selfsup.data import ViewDataset, load_dataset
 from selfsup.engine import tune_cpu_allocator
 from selfsup.engine.optim import build_optimizer, split_decay_groups
 from selfsup.methods import METHODS, build_method
+from selfsup.ops import use_winograd
 from selfsup.transforms import BatchedMultiViewTransform, MultiViewTransform
 
 
@@ -79,6 +80,8 @@ def measure(args: argparse.Namespace, channels_last: bool) -> Dict[str, float]:
     method.train()
     if channels_last:
         method.to(memory_format=torch.channels_last)
+    if args.convolution == "winograd":  # as selfsup's trainer does on CPU (trainer.cpu_convolution)
+        use_winograd(method, strict=True)
     if args.compile:
         # torch.compile (Inductor's C++/OpenMP code on a CPU) on the backbone, where the time goes;
         # compilation happens in the warm-up steps, which are not timed.
@@ -142,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (measured, off by default)")
     p.add_argument("--allocator", choices=["tuned", "system"], default="tuned",
                    help="glibc malloc tuned for training as selfsup's trainer does (default), or left alone")
+    p.add_argument("--convolution", choices=["winograd", "direct"], default="winograd",
+                   help="3×3 stride-1 convolutions with Winograd as selfsup's trainer does (default), or PyTorch's")
     p.add_argument("--output", help="also write the JSON here")
     args = p.parse_args(argv)
     allocator = tune_cpu_allocator() if args.allocator == "tuned" else "system"
@@ -151,6 +156,7 @@ def main(argv=None) -> int:
         "method": args.method, "backbone": args.backbone, "backbone_args": json.loads(args.backbone_args),
         "data": args.data, "image_size": args.image_size, "batch_size": args.batch_size,
         "augment": args.augment, "num_workers": args.num_workers, "threads": args.threads, "allocator": allocator,
+        "convolution": args.convolution,
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cores", "runs": [measure(args, m) for m in modes],
     }

@@ -4,9 +4,10 @@
 
 Rows: SimCLR with ResNet-18 (small-image stem, 32×32 Fashion-MNIST, batch 256) and with the CPU
 default backbone (28×28), each with batched and per-image augmentation and channels_last off/on,
-on the C allocator as selfsup's trainer sets it (tuned); one control row per backbone on the
-system allocator. Each setting runs in its own process (the allocator is process-wide). The
-sentences under the table are computed from the rows, like the table itself.
+on the C allocator and with the 3×3 convolutions as selfsup's trainer sets them (tuned, Winograd);
+one control row per backbone on the system allocator and one with PyTorch's direct convolutions.
+Each setting runs in its own process (the allocator is process-wide). The sentences under the
+table are computed from the rows, like the table itself.
 """
 
 from __future__ import annotations
@@ -40,21 +41,27 @@ def measure_rows(args: argparse.Namespace) -> List[Dict]:
     for label, extra in SETTINGS.items():
         steps = args.large_steps if label == LARGE else args.steps
         timing = ["--steps", str(steps), "--warmup", str(min(args.warmup, steps))]
-        plan = [("batched", "0", "both", "tuned"), ("per-image", "2", "both", "tuned"), ("batched", "0", "on", "system")]
-        for augment, workers, layouts, allocator in plan:
+        plan = [("batched", "0", "both", "tuned", "winograd"), ("per-image", "2", "both", "tuned", "winograd"),
+                ("batched", "0", "on", "system", "winograd"), ("batched", "0", "on", "tuned", "direct")]
+        for augment, workers, layouts, allocator, convolution in plan:
             result = run([*extra, *timing, "--augment", augment, "--num-workers", workers,
-                          "--channels-last", layouts, "--allocator", allocator])
+                          "--channels-last", layouts, "--allocator", allocator, "--convolution", convolution])
             for r in result["runs"]:
                 rows.append({"backbone": label, "augment": augment, "workers": int(workers),
-                             "allocator": result["allocator"], **r})
+                             "allocator": result["allocator"], "convolution": convolution, **r})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
+def convolution(row: Dict) -> str:
+    return row.get("convolution", "direct")  # rows measured before Winograd recorded none
+
+
 def find(rows: List[Dict], backbone: str, augment: str = "batched", channels_last: bool = True,
-         allocator: str = "tuned") -> Dict:
+         allocator: str = "tuned", convolution_: str = "winograd") -> Dict:
     return next(r for r in rows if r["backbone"] == backbone and r["augment"] == augment
-                and r["channels_last"] == channels_last and r["allocator"] == allocator)
+                and r["channels_last"] == channels_last and r["allocator"] == allocator
+                and convolution(r) == convolution_)
 
 
 def effect(ratio: float, noise: float = 0.05) -> str:
@@ -69,6 +76,7 @@ def summary(rows: List[Dict]) -> List[str]:
     tiny, tiny_image = find(rows, TINY), find(rows, TINY, "per-image")
     large, large_system = find(rows, LARGE), find(rows, LARGE, allocator="system")
     tiny_system = find(rows, TINY, allocator="system")
+    large_direct, tiny_direct = find(rows, LARGE, convolution_="direct"), find(rows, TINY, convolution_="direct")
     waits = [r["data_wait_share"] for r in rows if r["augment"] == "batched"]
     nhwc = {b: find(rows, b)["model_img_per_s"] / find(rows, b, channels_last=False)["model_img_per_s"]
             for b in (TINY, LARGE)}
@@ -84,8 +92,11 @@ def summary(rows: List[Dict]) -> List[str]:
         f"`selfsup.engine.tune_cpu_allocator`) the ResNet-18 full step "
         f"{effect(large['full_img_per_s'] / large_system['full_img_per_s'])} (its activations are reused instead "
         f"of page-faulted in again each step) and the `resnet18-tiny` one "
-        f"{effect(tiny['full_img_per_s'] / tiny_system['full_img_per_s'])}. Both settings are tested to leave the "
-        f"numbers as they were (tests/test_speedups.py). The full-width ResNet-18 trains at "
+        f"{effect(tiny['full_img_per_s'] / tiny_system['full_img_per_s'])}. With Winograd 3×3 convolutions "
+        f"(`trainer.cpu_convolution`, `selfsup.ops.winograd`) against PyTorch's direct ones the ResNet-18 full step "
+        f"{effect(large['full_img_per_s'] / large_direct['full_img_per_s'])} and the `resnet18-tiny` one "
+        f"{effect(tiny['full_img_per_s'] / tiny_direct['full_img_per_s'])}. Each setting is tested to leave the "
+        f"numbers as they were (tests/test_speedups.py, tests/test_winograd.py). The full-width ResNet-18 trains at "
         f"{large['full_img_per_s']:.0f} img/s on these cores, which is why the CPU default is `resnet18-tiny` "
         f"(`benchmarks/backbones.py` compares the candidates).",
     ]
@@ -101,12 +112,13 @@ def render(measured: Dict) -> str:
         "*model* is the step on views already in memory, *data* the view pipeline alone, *full* the training "
         "loop with both; *data wait share* is the part of the full step spent waiting for views.", "",
         f"SimCLR, Fashion-MNIST, batch 256: `{command} --write README.md`", "",
-        "| backbone | views | channels_last | allocator | model img/s | data img/s | full step img/s | data wait share |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backbone | views | channels_last | allocator | 3×3 convolution | model img/s | data img/s | full step img/s "
+        "| data wait share |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['backbone']} | {r['augment']} ({r['workers']} workers) | {'on' if r['channels_last'] else 'off'} | "
-                     f"{r['allocator']} | {r['model_img_per_s']:.0f} | {r['data_img_per_s']:.0f} | "
+                     f"{r['allocator']} | {convolution(r)} | {r['model_img_per_s']:.0f} | {r['data_img_per_s']:.0f} | "
                      f"{r['full_img_per_s']:.0f} | {100 * r['data_wait_share']:.1f} % |")
     return "\n".join(lines + [""] + summary(rows))
 

@@ -12,7 +12,8 @@ Each side is used as its documentation shows:
 * lightly: its transforms (``SimCLRTransform``, ``BYOLTransform``, ``DINOTransform``) per PIL
   image in DataLoader workers, its heads and losses, one forward per view, its momentum helpers;
 * selfsup: the uint8 dataset in memory, ``BatchedMultiViewTransform`` on the batch in the training
-  process, channels_last, the registered method (``build_method``) and its ``on_step_end``.
+  process, channels_last, Winograd 3×3 convolutions (``selfsup.ops.use_winograd``, as ``selfsup
+  train`` does on CPU), the registered method (``build_method``) and its ``on_step_end``.
 
 Two timings per side, each the median over ``--steps`` steps after ``--warmup``: *model* (forward,
 backward, optimizer step and momentum update on views already in memory) and *full* (the loop
@@ -25,7 +26,8 @@ The C allocator is part of each side's normal usage: selfsup's trainer tunes gli
 CPU training (``selfsup.engine.tune_cpu_allocator``), a lightly script leaves it as it is. With
 ``--allocator-controls`` each side also runs with the other's setting (selfsup on the system
 allocator, lightly on the tuned one), which shows how much of the ratio the allocator is.
-One JSON object.
+``--convolution-controls`` also runs selfsup with PyTorch's direct convolutions
+(``trainer.cpu_convolution=direct``), the share of the ratio that Winograd is. One JSON object.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from selfsup.backbones import build_backbone
 from selfsup.data import TensorImageDataset, load_dataset
 from selfsup.engine import tune_cpu_allocator
 from selfsup.methods import Progress, build_method
+from selfsup.ops import use_winograd
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
 
 SIZE = 32  # crops of the 28×28 images, resized to 32×32 as in CIFAR-sized recipes
@@ -77,10 +80,12 @@ def selfsup_views(method: str) -> ViewConfig:
 
 # ----------------------------------------------------------------------------- selfsup side
 class SelfsupSide:
-    def __init__(self, method: str, images: Tensor, info, batch: int) -> None:
+    def __init__(self, method: str, images: Tensor, info, batch: int, convolution: str = "winograd") -> None:
         torch.manual_seed(0)
         backbone = build_backbone("resnet18", in_channels=1, small_stem=True)
         self.method = build_method(method, backbone, METHOD_ARGS[method]).to(memory_format=torch.channels_last)
+        if convolution == "winograd":  # what `selfsup train` does on CPU (trainer.cpu_convolution)
+            use_winograd(self.method, strict=True)
         self.optimizer = torch.optim.SGD([p for p in self.method.parameters() if p.requires_grad], lr=LR,
                                          momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         self.augment = BatchedMultiViewTransform(selfsup_views(method), info)
@@ -235,29 +240,37 @@ def time_full(side, steps: int, warmup: int, workers: int) -> Dict[str, float]:
 
 
 NORMAL_ALLOCATOR = {"selfsup": "tuned", "lightly": "system"}  # what each side's own usage gets
-SIDES = {"selfsup": SelfsupSide, "lightly": LightlySide}
+NORMAL_CONVOLUTION = {"selfsup": "winograd", "lightly": "direct"}
+SIDES = ("selfsup", "lightly")
+DIRECT_CONTROL = "selfsup/tuned/direct-convolution"
 
 
-def measure(name: str, method: str, allocator: str, args: argparse.Namespace) -> Dict[str, object]:
+def measure(name: str, method: str, allocator: str, convolution: str, args: argparse.Namespace) -> Dict[str, object]:
     """One side's model and full timings, in this (fresh) process."""
     state = tune_cpu_allocator() if allocator == "tuned" else "system"
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist", "train", args.data_dir)
     images = torch.stack([data[i][0] for i in range(min(args.subset, len(data)))])
-    side = SIDES[name](method, images, data.info, args.batch_size)
+    if name == "selfsup":
+        side = SelfsupSide(method, images, data.info, args.batch_size, convolution)
+    else:
+        side = LightlySide(method, images, data.info, args.batch_size)
     model = time_model(side, args.steps, args.warmup)
     workers = [0] if name == "selfsup" else args.lightly_workers
     fulls = {w: time_full(side, args.steps, args.warmup, w) for w in workers}
     best = max(fulls, key=lambda w: fulls[w]["img_per_s"])
-    print(f"[{method}] {name} ({allocator} allocator): model {model:.1f} img/s, full {fulls[best]['img_per_s']:.1f} "
-          f"img/s ({best} workers, data wait {100 * fulls[best]['data_wait_share']:.1f} %)", file=sys.stderr, flush=True)
+    print(f"[{method}] {name} ({allocator} allocator, {convolution} convolution): model {model:.1f} img/s, "
+          f"full {fulls[best]['img_per_s']:.1f} img/s ({best} workers, data wait "
+          f"{100 * fulls[best]['data_wait_share']:.1f} %)", file=sys.stderr, flush=True)
     return {"model_img_per_s": model, "full_img_per_s": fulls[best]["img_per_s"],
-            "data_wait_share": fulls[best]["data_wait_share"], "workers": best, "allocator": state}
+            "data_wait_share": fulls[best]["data_wait_share"], "workers": best, "allocator": state,
+            "convolution": convolution}
 
 
-def measure_in_child(name: str, method: str, allocator: str, args: argparse.Namespace) -> Dict[str, object]:
+def measure_in_child(name: str, method: str, allocator: str, convolution: str,
+                     args: argparse.Namespace) -> Dict[str, object]:
     """``measure`` in a fresh interpreter, given the options a measurement reads."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--measure", name, method, allocator,
+    cmd = [sys.executable, os.path.abspath(__file__), "--measure", name, method, allocator, convolution,
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--subset", str(args.subset),
            "--lightly-workers", *map(str, args.lightly_workers)]
@@ -268,13 +281,17 @@ def measure_in_child(name: str, method: str, allocator: str, args: argparse.Name
 
 
 def compare(method: str, args: argparse.Namespace) -> Dict[str, object]:
-    plan = [(name, NORMAL_ALLOCATOR[name]) for name in SIDES]
+    # (run key, side, allocator, convolution); the keys of normal usage are "side/allocator".
+    plan = [(f"{name}/{NORMAL_ALLOCATOR[name]}", name, NORMAL_ALLOCATOR[name], NORMAL_CONVOLUTION[name])
+            for name in SIDES]
     if args.allocator_controls:
-        plan += [("selfsup", "system"), ("lightly", "tuned")]
-    runs: Dict[str, List[Dict[str, object]]] = {f"{name}/{alloc}": [] for name, alloc in plan}
+        plan += [("selfsup/system", "selfsup", "system", "winograd"), ("lightly/tuned", "lightly", "tuned", "direct")]
+    if args.convolution_controls:
+        plan.append((DIRECT_CONTROL, "selfsup", "tuned", "direct"))
+    runs: Dict[str, List[Dict[str, object]]] = {key: [] for key, *_ in plan}
     for _ in range(args.rounds):
-        for name, alloc in plan:
-            runs[f"{name}/{alloc}"].append(measure_in_child(name, method, alloc, args))
+        for key, name, alloc, convolution in plan:
+            runs[key].append(measure_in_child(name, method, alloc, convolution, args))
 
     def summary(key: str) -> Dict[str, float]:
         return {k: round(statistics.median(r[k] for r in runs[key]), 2)
@@ -293,6 +310,10 @@ def compare(method: str, args: argparse.Namespace) -> Dict[str, object]:
             "ratio_full_both_system": ratio(ours_system, result["lightly"], "full"),
             "ratio_full_both_tuned": ratio(result["selfsup"], theirs_tuned, "full"),
         }
+    if args.convolution_controls:
+        direct = summary(DIRECT_CONTROL)
+        result["convolution_control"] = {"selfsup_direct_convolution": direct,
+                                         "ratio_full_direct_convolution": ratio(direct, result["lightly"], "full")}
     result["runs"] = runs
     return result
 
@@ -309,26 +330,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lightly-workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers tried for lightly")
     p.add_argument("--allocator-controls", action="store_true",
                    help="also run selfsup on the system allocator and lightly on the tuned one")
+    p.add_argument("--convolution-controls", action="store_true",
+                   help="also run selfsup with PyTorch's direct convolutions instead of Winograd")
     p.add_argument("--subset", type=int, default=20000, help="training images loaded (enough for the steps)")
     p.add_argument("--data-dir")
     p.add_argument("--output", help="also write the JSON here")
-    p.add_argument("--measure", nargs=3, metavar=("SIDE", "METHOD", "ALLOCATOR"), help=argparse.SUPPRESS)
+    p.add_argument("--measure", nargs=4, metavar=("SIDE", "METHOD", "ALLOCATOR", "CONVOLUTION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         import lightly
     except ImportError:
         print("lightly is not installed: pip install -e '.[bench]' (or pip install lightly)", file=sys.stderr)
         return 2
-    if args.measure:  # a child: one side, one method, one allocator setting
-        name, method, allocator = args.measure
-        print(json.dumps(measure(name, method, allocator, args)))
+    if args.measure:  # a child: one side, one method, one allocator and convolution setting
+        name, method, allocator, convolution = args.measure
+        print(json.dumps(measure(name, method, allocator, convolution, args)))
         return 0
     result = {
         "command": "python benchmarks/vs_lightly.py " + " ".join(argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
         "torch": torch.__version__, "lightly": lightly.__version__, "batch_size": args.batch_size,
         "image_size": SIZE, "backbone": "resnet18, small-image stem, 1 input channel",
-        "allocators": dict(NORMAL_ALLOCATOR),
+        "allocators": dict(NORMAL_ALLOCATOR), "convolutions": dict(NORMAL_CONVOLUTION),
         "methods": {m: compare(m, args) for m in args.methods},
     }
     text = json.dumps(result, indent=2)

@@ -19,10 +19,14 @@ def test_section_is_computed_from_the_json_and_kept_in_benchmarks_md(tmp_path, b
                                          "runs": {"selfsup/tuned": our_runs, "lightly/system": their_runs},
                                          "controls": {"selfsup_system_allocator": side(18.0, 25.0, 0.01, 0)[0],
                                                       "lightly_tuned_allocator": side(17.0, 16.0, 0.2, 2)[0],
-                                                      "ratio_full_both_system": 1.67, "ratio_full_both_tuned": 1.88}}}}
+                                                      "ratio_full_both_system": 1.67, "ratio_full_both_tuned": 1.88},
+                                         "convolution_control": {
+                                             "selfsup_direct_convolution": side(15.0, 24.0, 0.01, 0)[0],
+                                             "ratio_full_direct_convolution": 1.6}}}}
     race = {"settings": {"minutes": 15.0, "threads": 2, "lightly_workers": 2, "backbone": "resnet18-tiny", "batch": 256,
                          "machine": "2 cores", "command": "python benchmarks/race_vs_lightly.py"},
-            "selfsup": {"steps": 900, "epochs": 3.84, "knn_top1": 0.79, "linear_top1": 0.82, "allocator": "tuned"},
+            "selfsup": {"steps": 900, "epochs": 3.84, "knn_top1": 0.79, "linear_top1": 0.82, "allocator": "tuned",
+                        "convolution": "winograd"},
             "lightly": {"steps": 400, "epochs": 1.7, "knn_top1": 0.755, "linear_top1": 0.80},
             "floor": {"knn_top1": 0.68, "linear_top1": 0.74}}
     (tmp_path / "t.json").write_text(json.dumps(throughput))
@@ -38,8 +42,9 @@ def test_section_is_computed_from_the_json_and_kept_in_benchmarks_md(tmp_path, b
     assert "| simclr | 20.0 | 30.0 | 1.0 % | 16.0 | 15.0 (2) | 20.0 % | 1.25× | 2.00× | yes |" in text
     assert "Full step at least 1.5× lightly's: 1 of 1 methods (simclr)." in text
     assert "| simclr | 25.0 | 30.0 | 15.0 | 16.0 | 1.67× | 2.00× | 1.88× |" in text
-    assert "| selfsup | tuned | 900 | 3.8 | 79.00 | 82.00 |" in text
-    assert "| lightly | system | 400 | 1.7 | 75.50 | 80.00 |" in text
+    assert "| simclr | 24.0 | 30.0 | 15.0 | 1.25× | 1.60× | 2.00× |" in text
+    assert "| selfsup | tuned | winograd | 900 | 3.8 | 79.00 | 82.00 |" in text
+    assert "| lightly | system | direct | 400 | 1.7 | 75.50 | 80.00 |" in text
     assert "+3.50 points (selfsup ahead)" in text
     assert "Command: `python benchmarks/vs_lightly.py --steps 2`" in text
 

@@ -284,6 +284,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise SelfSupError(f"dataset '{args.data}' has no labels; evaluation needs class sub-folders or a labelled dataset")
     test_set = load_dataset(args.data, "test", args.data_dir)
     loaded = _load_eval_encoder(args, train_set.info.num_channels)
+    if args.device == "cpu":  # as in training: Winograd 3×3 convolutions, same features to float32 rounding
+        from selfsup.ops import use_winograd
+
+        use_winograd(loaded.encoder)
     payload: Dict[str, Any] = {"checkpoint": args.checkpoint, "backbone": loaded.backbone, "data": args.data,
                                "protocol": args.protocol, "seed": args.seed}
     if args.protocol == "finetune":

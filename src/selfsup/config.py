@@ -66,6 +66,10 @@ class TrainerConfig:
     cpu_allocator: str = "tuned"
     """On CPU runs, 'tuned' keeps freed tensor memory in the heap for the next step instead of
     returning it to the kernel (glibc mallopt, see selfsup.engine.allocator); 'system' leaves malloc alone."""
+    cpu_convolution: str = "winograd"
+    """On CPU runs, 'winograd' computes 3×3 stride-1 convolutions of float32 steps with Winograd
+    F(4×4, 3×3) (selfsup.ops.winograd: same results up to float32 rounding, built with the system C
+    compiler at first use, direct if there is none); 'direct' leaves every convolution to PyTorch."""
     log_every_n_steps: int = 20
     progress_bar: bool = True
     limit_train_batches: Optional[int] = None
@@ -149,6 +153,9 @@ class TrainConfig:
             raise ConfigError(f"unknown augment '{self.augment}'; valid choices: auto, batched, per-image")
         if self.trainer.cpu_allocator not in ("tuned", "system"):
             raise ConfigError(f"unknown trainer.cpu_allocator '{self.trainer.cpu_allocator}'; valid choices: system, tuned")
+        if self.trainer.cpu_convolution not in ("winograd", "direct"):
+            raise ConfigError(f"unknown trainer.cpu_convolution '{self.trainer.cpu_convolution}'; "
+                              "valid choices: direct, winograd")
         if self.optim.name not in ("lars", "sgd", "adamw"):
             raise ConfigError(f"unknown optimizer '{self.optim.name}'; valid choices: adamw, lars, sgd")
         if self.optim.lr_scaling not in ("linear", "sqrt", "none"):

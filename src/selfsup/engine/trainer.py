@@ -23,6 +23,7 @@ from selfsup.engine.allocator import tune_cpu_allocator
 from selfsup.engine.checkpoint import AtomicCheckpointIO
 from selfsup.engine.module import CHECKPOINT_KEY, KnnMonitorData, SelfSupervisedModule
 from selfsup.errors import ConfigError, DataError
+from selfsup.ops import use_winograd
 from selfsup.methods import METHODS
 from selfsup.transforms import MultiViewTransform, ViewConfig, eval_transform
 
@@ -149,6 +150,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         batch_views=views if use_batched_augment(config, dataset) else None,
         num_samples=len(dataset),
     )
+    if config.trainer.cpu_convolution == "winograd" and runs_on_cpu(config.trainer.accelerator):
+        use_winograd(module.method)  # 3×3 stride-1 convolutions of float32 CPU steps (selfsup.ops.winograd)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
