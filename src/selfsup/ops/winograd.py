@@ -198,14 +198,15 @@ def _tile_count(images: int, height: int, width: int) -> int:
     return images * ((height + 3) // 4) * ((width + 3) // 4)
 
 
-def _input_transform(x: Tensor) -> Tensor:
-    """``(N, H, W, C)`` contiguous → ``V`` planes ``(36, T, C)``."""
-    n, h, w, c = x.shape
+def _image_to_planes(kernel: str, image: Tensor) -> Tensor:
+    """``(N, H, W, C)`` contiguous → 36 planes ``(T, C)`` by ``wino_input`` (``V = Bᵀ d B``) or
+    ``wino_output_adjoint`` (``A dY Aᵀ``); pixels past the border read as zero."""
+    n, h, w, c = image.shape
     tiles = _tile_count(n, h, w)
     planes, zeros = _planes(tiles, c), torch.zeros(c)
-    args = (_ptr(x), _ptr(planes), _ptr(zeros), ctypes.c_int(h), ctypes.c_int(w), ctypes.c_int(c),
+    args = (_ptr(image), _ptr(planes), _ptr(zeros), ctypes.c_int(h), ctypes.c_int(w), ctypes.c_int(c),
             ctypes.c_long(planes.stride(0)))
-    _parallel(load_kernels().wino_input, tiles, [args] * _threads_for(tiles))
+    _parallel(getattr(load_kernels(), kernel), tiles, [args] * _threads_for(tiles))
     return planes
 
 
@@ -219,17 +220,6 @@ def _output_transform(planes: Tensor, n: int, h: int, w: int) -> Tensor:
               [(_ptr(planes), _ptr(out), _ptr(row), ctypes.c_int(h), ctypes.c_int(w), ctypes.c_int(k),
                 ctypes.c_long(planes.stride(0))) for row in scratch])
     return out
-
-
-def _output_adjoint(grad: Tensor) -> Tensor:
-    """``dY (N, H, W, K)`` → ``A dY Aᵀ`` planes ``(36, T, K)``."""
-    n, h, w, k = grad.shape
-    tiles = _tile_count(n, h, w)
-    planes, zeros = _planes(tiles, k), torch.zeros(k)
-    args = (_ptr(grad), _ptr(planes), _ptr(zeros), ctypes.c_int(h), ctypes.c_int(w), ctypes.c_int(k),
-            ctypes.c_long(planes.stride(0)))
-    _parallel(load_kernels().wino_output_adjoint, tiles, [args] * _threads_for(tiles))
-    return planes
 
 
 def _filter_transform(weight: Tensor) -> Tensor:
@@ -256,7 +246,7 @@ def _batched_mm(left: Tensor, right: Tensor) -> Tensor:
 def _forward_nhwc(x: Tensor, weight: Tensor) -> Tensor:
     """``x (N, H, W, C)`` contiguous, ``weight (K, C, 3, 3)`` → ``(N, H, W, K)``, stride 1, padding 1."""
     n, h, w, _ = x.shape
-    return _output_transform(_batched_mm(_input_transform(x), _filter_transform(weight)), n, h, w)
+    return _output_transform(_batched_mm(_image_to_planes("wino_input", x), _filter_transform(weight)), n, h, w)
 
 
 def _nhwc(t: Tensor) -> Tensor:
@@ -286,7 +276,8 @@ class _WinogradConv3x3(torch.autograd.Function):
             grad_x = _forward_nhwc(grad_nhwc, weight.flip(2, 3).transpose(0, 1)).permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:
             # dU[ξ] = V[ξ]ᵀ dM[ξ]: K = T is long here, where bmm threads each GEMM well.
-            grad_u = torch.bmm(_input_transform(_nhwc(x)).transpose(1, 2), _output_adjoint(grad_nhwc))
+            grad_u = torch.bmm(_image_to_planes("wino_input", _nhwc(x)).transpose(1, 2),
+                               _image_to_planes("wino_output_adjoint", grad_nhwc))
             grad_w = _filter_adjoint(grad_u)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum((0, 2, 3))
