@@ -53,15 +53,15 @@ def measure_rows(args: argparse.Namespace) -> List[Dict]:
     return rows
 
 
-def convolution(row: Dict) -> str:
+def convolution_of(row: Dict) -> str:
     return row.get("convolution", "direct")  # rows measured before Winograd recorded none
 
 
 def find(rows: List[Dict], backbone: str, augment: str = "batched", channels_last: bool = True,
-         allocator: str = "tuned", convolution_: str = "winograd") -> Dict:
+         allocator: str = "tuned", convolution: str = "winograd") -> Dict:
     return next(r for r in rows if r["backbone"] == backbone and r["augment"] == augment
                 and r["channels_last"] == channels_last and r["allocator"] == allocator
-                and convolution(r) == convolution_)
+                and convolution_of(r) == convolution)
 
 
 def effect(ratio: float, noise: float = 0.05) -> str:
@@ -76,7 +76,7 @@ def summary(rows: List[Dict]) -> List[str]:
     tiny, tiny_image = find(rows, TINY), find(rows, TINY, "per-image")
     large, large_system = find(rows, LARGE), find(rows, LARGE, allocator="system")
     tiny_system = find(rows, TINY, allocator="system")
-    large_direct, tiny_direct = find(rows, LARGE, convolution_="direct"), find(rows, TINY, convolution_="direct")
+    large_direct, tiny_direct = find(rows, LARGE, convolution="direct"), find(rows, TINY, convolution="direct")
     waits = [r["data_wait_share"] for r in rows if r["augment"] == "batched"]
     nhwc = {b: find(rows, b)["model_img_per_s"] / find(rows, b, channels_last=False)["model_img_per_s"]
             for b in (TINY, LARGE)}
@@ -118,7 +118,7 @@ def render(measured: Dict) -> str:
     ]
     for r in rows:
         lines.append(f"| {r['backbone']} | {r['augment']} ({r['workers']} workers) | {'on' if r['channels_last'] else 'off'} | "
-                     f"{r['allocator']} | {convolution(r)} | {r['model_img_per_s']:.0f} | {r['data_img_per_s']:.0f} | "
+                     f"{r['allocator']} | {convolution_of(r)} | {r['model_img_per_s']:.0f} | {r['data_img_per_s']:.0f} | "
                      f"{r['full_img_per_s']:.0f} | {100 * r['data_wait_share']:.1f} % |")
     return "\n".join(lines + [""] + summary(rows))
 

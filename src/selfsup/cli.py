@@ -254,6 +254,10 @@ def _load_eval_encoder(args: argparse.Namespace, num_channels: int):
         raise SelfSupError(f"the encoder takes {takes}-channel images but '{args.data}' has {num_channels}")
     if args.image_size is None and loaded.config:  # the resolution the encoder was trained at
         args.image_size = loaded.config.get("views", {}).get("image_size")
+    if args.device == "cpu":  # as in training, for every protocol: Winograd 3×3 convolutions
+        from selfsup.ops import use_winograd
+
+        use_winograd(loaded.encoder)
     return loaded
 
 
@@ -284,10 +288,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise SelfSupError(f"dataset '{args.data}' has no labels; evaluation needs class sub-folders or a labelled dataset")
     test_set = load_dataset(args.data, "test", args.data_dir)
     loaded = _load_eval_encoder(args, train_set.info.num_channels)
-    if args.device == "cpu":  # as in training: Winograd 3×3 convolutions, same features to float32 rounding
-        from selfsup.ops import use_winograd
-
-        use_winograd(loaded.encoder)
     payload: Dict[str, Any] = {"checkpoint": args.checkpoint, "backbone": loaded.backbone, "data": args.data,
                                "protocol": args.protocol, "seed": args.seed}
     if args.protocol == "finetune":

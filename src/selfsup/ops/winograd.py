@@ -235,8 +235,9 @@ def _filter_adjoint(grad_u: Tensor) -> Tensor:
 
 
 def _batched_mm(left: Tensor, right: Tensor) -> Tensor:
-    """36 independent GEMMs. A loop of ``torch.mm`` measured 2× faster than ``torch.bmm`` for the
-    skinny (T, 64) @ (64, 64) planes of a ResNet's first stage (bmm does not thread each GEMM)."""
+    """36 independent GEMMs, as a loop of ``torch.mm``: for the skinny (T, 64) @ (64, 64) planes of
+    a ResNet's first stage it ran faster than ``torch.bmm`` on this project's 2-core machine (a
+    throw-away timing; ``benchmarks/winograd.py`` times the whole layer)."""
     out = _planes(left.shape[1], right.shape[2])
     for i in range(TILES):
         torch.mm(left[i], right[i], out=out[i])
