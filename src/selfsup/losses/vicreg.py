@@ -9,8 +9,14 @@ For two batches of embeddings ``Z, Z'`` of shape ``(n, d)`` (Sec. 3.1, 3.2)::
 
 with λ = μ = 25, ν = 1, γ = 1, ε = 1e-4 (Sec. 4.1). The invariance term is the mean squared
 error over all ``n·d`` entries, as in the paper's Algorithm 1 (``F.mse_loss``), which is Eq. 5
-divided by ``d``; the weights λ = 25 were chosen for that form. ``v`` and ``c`` follow Eq. 6
-and Algorithm 1 (the authors' later repository halves the variance sum; not done here).
+divided by ``d``; the weights λ = 25 were chosen for that form.
+
+The variance term has two published forms. Eq. 6 (and Algorithm 1) *sums* the two hinges; the
+authors' released code (``facebookresearch/vicreg``, ``main_vicreg.py``), which produced the
+paper's numbers, *averages* them: ``std_loss = mean(relu(1 − std_x))/2 + mean(relu(1 − std_y))/2``,
+so with the same μ = 25 the published runs weighed the variance half as much as Eq. 6 reads.
+``variance_reduction="mean"`` (the default) is the released code's form, ``"sum"`` is Eq. 6 as
+printed. The covariance term is summed over the two branches in both (as here).
 
 Under DDP, variance and covariance are batch statistics: the embeddings of every process are
 gathered (with gradients) first, so they are computed over the global batch, as in the paper.
@@ -25,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup import distributed
+
+VARIANCE_REDUCTIONS = ("mean", "sum")
 
 
 def invariance_term(z_a: Tensor, z_b: Tensor) -> Tensor:
@@ -65,11 +73,13 @@ class VICRegTerms(NamedTuple):
     loss: Tensor
     invariance: Tensor
     variance: Tensor
+    """The two branches' variance hinges, averaged or summed as ``variance_reduction`` says."""
     covariance: Tensor
 
 
 class VICRegLoss(nn.Module):
-    """``λ·s + μ·[v(Z) + v(Z')] + ν·[c(Z) + c(Z')]`` (Eq. 6).
+    """``λ·s + μ·r(v(Z), v(Z')) + ν·[c(Z) + c(Z')]``: Eq. 6 with ``r`` the mean (the authors'
+    released code, default) or the sum (Eq. 6 as printed) of the two variance hinges.
 
     Args:
         invariance_weight: λ (25).
@@ -78,14 +88,20 @@ class VICRegLoss(nn.Module):
         gamma: target standard deviation γ of every dimension (1).
         eps: ε inside the square root of the variance (1e-4).
         gather_distributed: compute variance and covariance over the batch of all processes.
+        variance_reduction: ``"mean"`` of the two branches' variance hinges, as the released code
+            that produced the paper's numbers (default), or ``"sum"``, Eq. 6 as printed.
 
     Example:
         >>> terms = VICRegLoss()(z_a, z_b)   # z_a, z_b: (B, D); terms.loss is the scalar to minimise
     """
 
     def __init__(self, invariance_weight: float = 25.0, variance_weight: float = 25.0, covariance_weight: float = 1.0,
-                 gamma: float = 1.0, eps: float = 1e-4, gather_distributed: bool = True) -> None:
+                 gamma: float = 1.0, eps: float = 1e-4, gather_distributed: bool = True,
+                 variance_reduction: str = "mean") -> None:
         super().__init__()
+        if variance_reduction not in VARIANCE_REDUCTIONS:
+            raise ValueError(f"variance_reduction must be one of {', '.join(VARIANCE_REDUCTIONS)}, "
+                             f"got {variance_reduction!r}")
         for name, value in (("invariance_weight", invariance_weight), ("variance_weight", variance_weight),
                             ("covariance_weight", covariance_weight), ("eps", eps)):
             if value < 0:
@@ -96,6 +112,7 @@ class VICRegLoss(nn.Module):
         self.gamma = gamma
         self.eps = eps
         self.gather_distributed = gather_distributed
+        self.variance_reduction = variance_reduction
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> VICRegTerms:
         """
@@ -116,6 +133,8 @@ class VICRegLoss(nn.Module):
         if z_a.shape[0] < 2:
             raise ValueError("VICReg's variance and covariance need a batch of at least 2 embeddings")
         variance = variance_term(z_a, self.gamma, self.eps) + variance_term(z_b, self.gamma, self.eps)
+        if self.variance_reduction == "mean":
+            variance = variance / 2
         covariance = covariance_term(z_a) + covariance_term(z_b)
         loss = self.invariance_weight * invariance + self.variance_weight * variance + self.covariance_weight * covariance
         return VICRegTerms(loss, invariance, variance, covariance)

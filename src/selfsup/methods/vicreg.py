@@ -5,7 +5,8 @@ Both views go through the same encoder ``f`` and *expander* ``h`` (Sec. 3.1, Fig
 pulls the two embeddings of an image together (invariance) and keeps each branch from
 collapsing by itself: every embedding dimension must have a standard deviation of at least
 γ = 1 over the batch (variance) and different dimensions must be decorrelated (covariance),
-Eq. 6 with λ = μ = 25, ν = 1 (Sec. 4.1). No stop-gradient, no momentum encoder, no negatives.
+Eq. 6 with λ = μ = 25, ν = 1 (Sec. 4.1), the two variance hinges averaged as in the authors'
+released code (``variance_reduction``; Eq. 6 as printed sums them). No stop-gradient, no momentum encoder, no negatives.
 
 Expander (Sec. 4.1): three linear layers of 8192 units, BatchNorm + ReLU after the first two.
 Views: BYOL's augmentations, which the paper adopts. Under DDP the variance and covariance are computed over
@@ -39,6 +40,9 @@ class VICRegConfig(MethodConfig):
     """λ, weight of the mean-squared distance between the two embeddings."""
     variance_weight: float = 25.0
     """μ, weight of the standard-deviation hinge."""
+    variance_reduction: str = "mean"
+    """How the two branches' variance hinges combine: 'mean', as the authors' released code that
+    produced the paper's numbers, or 'sum', Eq. 6 as printed (twice the weight at the same μ)."""
     covariance_weight: float = 1.0
     """ν, weight of the off-diagonal covariance penalty (the paper keeps ν = 1 and tunes λ = μ)."""
     gamma: float = 1.0
@@ -64,7 +68,8 @@ class VICReg(Method):
         self.expander = ProjectionHead(backbone.feature_dim, cfg.expander_hidden_dim, cfg.expander_dim,
                                        num_layers=cfg.expander_layers)
         self.criterion = VICRegLoss(cfg.invariance_weight, cfg.variance_weight, cfg.covariance_weight,
-                                    gamma=cfg.gamma, eps=cfg.eps, gather_distributed=cfg.gather_distributed)
+                                    gamma=cfg.gamma, eps=cfg.eps, gather_distributed=cfg.gather_distributed,
+                                    variance_reduction=cfg.variance_reduction)
 
     @classmethod
     def default_views(cls, **overrides: Any) -> ViewConfig:
