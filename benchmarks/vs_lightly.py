@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Sequence
 
 import numpy as np

@@ -16,7 +16,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple
 
-import torch
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 

@@ -116,10 +116,11 @@ def load_encoder(
 def export_encoder(loaded: LoadedEncoder, path: str | Path) -> Path:
     """Write the encoder alone (weights + how to rebuild it), for use outside selfsup::
 
-        enc = torch.load(path, weights_only=True); model = selfsup.backbones.build_backbone(enc["backbone"],
+        enc = selfsup.io.load_torch_file(path, "an encoder"); model = selfsup.backbones.build_backbone(enc["backbone"],
               in_channels=enc["in_channels"], **enc["backbone_args"]); model.load_state_dict(enc["state_dict"])
 
     When the encoder wraps the backbone (``enc["method"]`` is set), ``load_encoder(path)`` rebuilds it.
+    The file holds only tensors, containers, numbers and strings: it loads weights-only.
     """
     payload = {
         "format": ENCODER_FORMAT,
