@@ -154,7 +154,7 @@ def test_every_command_refuses_pickled_code(name, kind, world, tmp_path, capsys)
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("selfsup: error: refused to load '")
     assert ("last.ckpt" if name == "train --resume" else "crafted.ckpt") in err[0]
-    assert "`posix.system`, which could run code; selfsup loads weights only" in err[0]
+    assert "`os.system`, which could run code; selfsup loads weights only" in err[0]
 
 
 @pytest.mark.parametrize("name", ["eval knn", "export", "distill"])

@@ -224,7 +224,10 @@ def _unsafe_globals(path: Path) -> list[str]:
         allowed |= set(torch._weights_only_unpickler._get_user_allowed_globals())
     except AttributeError:  # private helpers of torch; without them, name every global
         allowed = set()
-    return sorted(named - allowed)
+    # os.system pickles as posix.system (nt.system on Windows): name it as users know it.
+    module_of = {"posix": "os", "nt": "os"}
+    return sorted({".".join([module_of.get(name.split(".")[0], name.split(".")[0]), *name.split(".")[1:]])
+                   for name in named - allowed})
 
 
 def load_torch_file(path: str | os.PathLike, expected: str, mmap: bool = False) -> Any:
@@ -239,7 +242,7 @@ def load_torch_file(path: str | os.PathLike, expected: str, mmap: bool = False) 
         FileReadError: ``path`` is missing, a folder, unreadable, empty, truncated or not a
             ``torch.save`` file: ``'x.ckpt' is not a selfsup checkpoint: <why>``.
         UnsafeFileError: the file pickles a Python object outside the weights-only allow-list:
-            ``refused to load 'x.ckpt': it contains a pickled object `posix.system`, …``.
+            ``refused to load 'x.ckpt': it contains a pickled object `os.system`, …``.
     """
     import torch
 
