@@ -50,6 +50,7 @@ from selfsup.data import TensorImageDataset, load_dataset  # noqa: E402
 from selfsup.engine import tune_cpu_allocator  # noqa: E402
 from selfsup.engine.optim import build_optimizer, split_decay_groups  # noqa: E402
 from selfsup.evaluation.suite import EvalSettings, evaluate_encoder  # noqa: E402
+from selfsup.io import atomic_write_text  # noqa: E402
 from selfsup.methods import Progress, build_method  # noqa: E402
 from selfsup.ops import use_winograd  # noqa: E402
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig  # noqa: E402
@@ -217,10 +218,7 @@ def main(argv=None) -> int:
                "--lightly-workers", str(args.lightly_workers)] + (["--data-dir", args.data_dir] if args.data_dir else [])
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
         results[side] = json.loads(done.stdout.strip().splitlines()[-1])
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, output)
+        atomic_write_text(output, json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0
 

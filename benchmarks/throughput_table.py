@@ -129,9 +129,9 @@ def write_block(path: Path, block: str) -> None:
     if not pattern.search(text):
         raise SystemExit(f"{path} has no {BEGIN} … {END} block to replace")
     new = pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", text)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    from selfsup.io import atomic_write_text
+
+    atomic_write_text(path, new)
 
 
 def main(argv=None) -> int:

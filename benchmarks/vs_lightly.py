@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Sequence
 
 import numpy as np
@@ -53,6 +52,7 @@ from torch import Tensor, nn
 from selfsup.backbones import build_backbone
 from selfsup.data import TensorImageDataset, load_dataset
 from selfsup.engine import tune_cpu_allocator
+from selfsup.io import atomic_write_text
 from selfsup.methods import Progress, build_method
 from selfsup.ops import use_winograd
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
@@ -357,10 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(f"{args.output}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, args.output)
+        atomic_write_text(args.output, text + "\n")
     return 0
 
 

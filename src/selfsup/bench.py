@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from selfsup.errors import ConfigError, SelfSupError
+from selfsup.io import atomic_write_text, atomic_writer
 
 RESULT = "result.json"
 CURVE = "curve.json"
@@ -113,13 +114,7 @@ class WallClockCurve(Callback):
         if knn is not None:
             point["knn_top1"] = float(knn)
         self.points.append(point)
-        _atomic_write(self.path, json.dumps(self.points, indent=1))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        atomic_write_text(self.path, json.dumps(self.points, indent=1))
 
 
 def _slug(label: str) -> str:
@@ -168,7 +163,7 @@ def run_entry(entry: BenchEntry, settings: BenchSettings, log: Callable[[str], N
     result = EntryResult(entry.label, entry.method, "done", config.backbone, dict(config.backbone_args),
                          config.views.get("image_size"), minutes=curve.points[-1]["minutes"] if curve.points else 0.0,
                          metrics=metrics, floor=floor, curve=curve.points)
-    _atomic_write(result_file, json.dumps(asdict(result), indent=1))
+    atomic_write_text(result_file, json.dumps(asdict(result), indent=1))
     return result
 
 
@@ -220,7 +215,7 @@ def baselines(settings: BenchSettings, backbone: str = "resnet18-tiny",
         eval_settings.image_size = image_size
         stored["pixels"] = evaluate_encoder(torch.nn.Flatten(), train_set, test_set, PROTOCOLS,
                                             eval_settings, cache, "pixels")
-        _atomic_write(path, json.dumps(stored, indent=1))
+        atomic_write_text(path, json.dumps(stored, indent=1))
     key = f"supervised {backbone} {settings.epochs} epochs"
     if settings.supervised and settings.epochs is not None and key not in stored:
         encoder = load_encoder("random", backbone, backbone_args or {}, train_set.info.num_channels).encoder
@@ -229,7 +224,7 @@ def baselines(settings: BenchSettings, backbone: str = "resnet18-tiny",
         run = finetune(encoder, train_set, test_set, FinetuneSettings(
             epochs=settings.epochs, lr=0.1, backbone_lr_scale=1.0, crop_scale=(0.2, 1.0), image_size=image_size))
         stored[key] = {"top1": run.top1, "top5": run.top5, "minutes": (time.perf_counter() - start) / 60}
-        _atomic_write(path, json.dumps(stored, indent=1))
+        atomic_write_text(path, json.dumps(stored, indent=1))
     return stored
 
 
@@ -294,8 +289,7 @@ def plot_curves(results: Sequence[EntryResult], path: Path) -> Optional[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
+    with atomic_writer(path) as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -27,12 +27,11 @@ def recipe_path(data: str, method: str) -> Optional[Path]:
 
 
 def _write_json(payload: Dict[str, Any], output: Optional[str], echo: bool = True) -> None:
+    from selfsup.io import atomic_write_text
+
     text = json.dumps(payload, indent=2, sort_keys=True)
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(f"{output}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, output)
+        atomic_write_text(output, text + "\n")
     if echo:
         print(text)
 

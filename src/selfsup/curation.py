@@ -19,7 +19,6 @@ The functions here are plain and composable; :func:`curate` chains them and ``se
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -32,6 +31,7 @@ from selfsup.data import DatasetInfo, FolderDataset, TransformDataset
 from selfsup.data.catalog import FOLDER_PREFIX
 from selfsup.errors import ConfigError, DataError
 from selfsup.evaluation import extract_features
+from selfsup.io import atomic_write_text, load_torch_file
 from selfsup.transforms import eval_transform
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
@@ -66,7 +66,7 @@ def training_info(checkpoint: str | Path) -> Optional[DatasetInfo]:
     path = Path(checkpoint)
     if not path.is_file():
         return None
-    stored = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    stored = load_torch_file(path, "a selfsup checkpoint or exported encoder", mmap=True)
     meta = stored.get("selfsup") if isinstance(stored, dict) else None
     info = meta.get("dataset_info") if isinstance(meta, dict) else None
     if info is None and isinstance(stored, dict) and isinstance(stored.get("method"), dict):
@@ -208,9 +208,4 @@ def curate(
 
 def write_file_list(paths: Sequence[Path], output: str | Path) -> Path:
     """Write one absolute path per line to ``output`` (atomically: a temporary file is renamed)."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text("".join(f"{Path(p).resolve()}\n" for p in paths))
-    os.replace(tmp, output)
-    return output
+    return atomic_write_text(output, "".join(f"{Path(p).resolve()}\n" for p in paths))

@@ -16,11 +16,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple
 
-import torch
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 
 from selfsup.errors import ConfigError, DataError
+from selfsup.io import load_torch_file
 
 COLORIZING_METHODS = ("colorization", "split-brain")
 CHECKPOINT_KEY = "selfsup"  # where `selfsup train` checkpoints keep their config (engine.module.CHECKPOINT_KEY)
@@ -38,7 +38,7 @@ def load_method(checkpoint: str | Path, expected: Sequence[str], command: str) -
     path = Path(checkpoint)
     if not path.is_file():
         raise ConfigError(f"checkpoint '{path}' does not exist (give a .ckpt written by `selfsup train`)")
-    stored = torch.load(path, map_location="cpu", weights_only=False)
+    stored = load_torch_file(path, "a selfsup training checkpoint")
     if not isinstance(stored, dict) or CHECKPOINT_KEY not in stored or "state_dict" not in stored:
         kind = "an exported encoder (no prediction head)" if isinstance(stored, dict) and "format" in stored else \
             "not a selfsup training checkpoint"

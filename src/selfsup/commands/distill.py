@@ -20,7 +20,8 @@ code is :mod:`selfsup.distill`)::
 
 Files written to ``--output``: ``teacher.pt`` (when fine-tuned here), ``student.pt``, ``distill.json``.
 
-The classifier file format ``selfsup-classifier/1`` (``torch.load(path, weights_only=False)``)::
+The classifier file format ``selfsup-classifier/1`` — plain containers, strings, numbers and
+tensors, so it loads weights-only (``selfsup.io.load_torch_file``; PyTorch's restricted unpickler)::
 
     {"format": "selfsup-classifier/1",
      "trunk": {"backbone": NAME, "backbone_args": {...}, "in_channels": C,
@@ -39,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -48,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from selfsup.errors import ConfigError, DataError
+from selfsup.io import atomic_torch_save, atomic_write_json, load_torch_file
 
 CLASSIFIER_FORMAT = "selfsup-classifier/1"
 _METHOD_PREFIX = "method."
@@ -125,7 +125,7 @@ def load_teacher(path: str, use_finetune_trunk: bool = True) -> Teacher:
     if not file.is_file():
         raise ConfigError(f"teacher '{path}' does not exist (give a .ckpt from `selfsup train`, a file from "
                           "`selfsup export`, or a classifier file from `selfsup distill`)")
-    stored = torch.load(file, map_location="cpu", weights_only=False)
+    stored = load_torch_file(file, "a selfsup checkpoint, exported encoder or classifier file")
     if isinstance(stored, dict) and stored.get("format") == CLASSIFIER_FORMAT:
         classifier = Classifier(build_trunk(stored["trunk"]), stored["num_classes"])
         classifier.load_state_dict(stored["state_dict"])
@@ -143,8 +143,6 @@ def load_teacher(path: str, use_finetune_trunk: bool = True) -> Teacher:
 
 def save_classifier(path: Path, classifier: nn.Module, trunk_spec: Dict[str, Any], info, image_size: int) -> Path:
     """Write a ``selfsup-classifier/1`` file (see the module docstring)."""
-    from selfsup.engine.checkpoint import atomic_torch_save  # the engine owns file writing
-
     payload = {"format": CLASSIFIER_FORMAT, "trunk": trunk_spec, "num_classes": classifier.num_classes,
                "classes": list(info.classes), "image_size": image_size, "dataset_info": dataclasses.asdict(info),
                "state_dict": classifier.state_dict()}
@@ -262,11 +260,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
                          "top1": top1_accuracy(student, test_set, test_view, device=args.device)}
 
     # (3) report
-    text = json.dumps(report, indent=2, sort_keys=True)
-    tmp = output / "distill.json.tmp"
-    tmp.write_text(text + "\n")
-    os.replace(tmp, output / "distill.json")
-    print(text)
+    print(atomic_write_json(output / "distill.json", report))
     return 0
 
 

@@ -2,45 +2,33 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``: a
-    reader (or a crash) sees either the old file or the complete new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from selfsup.io import atomic_torch_save, load_torch_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that writes every checkpoint atomically."""
+    """Lightning checkpoint I/O that writes every checkpoint atomically and reads it weights-only
+    (:mod:`selfsup.io`), so that ``trainer.fit(ckpt_path=...)`` runs no code from the file."""
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
         atomic_torch_save(checkpoint, path)
 
+    def load_checkpoint(self, path: Any, map_location: Optional[Any] = None,
+                        weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        # Always weights-only on the CPU, whatever Lightning asks: Lightning moves the optimizer
+        # state to the training device after loading it (Strategy.load_optimizer_state_dict).
+        return load_torch_file(path, "a selfsup training checkpoint")
+
 
 def capture_rng_state() -> Dict[str, Any]:
     """Every RNG stream that shapes training (augmentations, shuffling, dropout), as plain
-    lists and tensors so checkpoints load with ``torch.load(weights_only=True)``."""
+    lists and tensors so checkpoints load weights-only (:func:`selfsup.io.load_torch_file`)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),

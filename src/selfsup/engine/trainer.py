@@ -104,11 +104,13 @@ def build_knn_monitor(config: TrainConfig, dataset: ImageDataset, views: ViewCon
 
 def read_checkpoint_config(path: str | Path) -> Dict[str, Any]:
     """The training config stored in a selfsup checkpoint."""
+    from selfsup.io import load_torch_file
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint '{path}' does not exist")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if CHECKPOINT_KEY not in checkpoint:
+    checkpoint = load_torch_file(path, "a selfsup training checkpoint")
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise ConfigError(f"'{path}' is not a selfsup training checkpoint (no '{CHECKPOINT_KEY}' entry)")
     return checkpoint[CHECKPOINT_KEY]
 

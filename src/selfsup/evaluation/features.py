@@ -7,14 +7,14 @@ encoder runs once per (checkpoint, dataset, split, image size) and the result is
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+
+from selfsup.io import FileReadError, UnsafeFileError, atomic_torch_save, load_torch_file
 
 
 def extract_features(
@@ -67,8 +67,9 @@ class FeatureCache:
 
     The key is a string the caller builds from everything the features depend on, e.g.
     ``f"{checkpoint}:{mtime}|fashion-mnist|test|28"``. Files are written to a temporary file
-    in the same directory and renamed (``os.replace`` is atomic), so an interrupted run never
-    leaves a truncated cache entry behind.
+    in the same directory and renamed (:mod:`selfsup.io`), so an interrupted run never
+    leaves a truncated cache entry behind; entries are read weights-only, and one that holds
+    pickled code is refused (:class:`~selfsup.io.UnsafeFileError`).
 
     Example:
         >>> cache = FeatureCache("runs/x/features")
@@ -86,22 +87,16 @@ class FeatureCache:
         path = self.path(key)
         if path.is_file():
             try:
-                entry: Dict[str, object] = torch.load(path, map_location="cpu", weights_only=True)
-                if entry.get("key") == key:
-                    return entry["features"], entry["labels"]  # type: ignore[return-value]
-            except Exception:  # an unreadable entry (e.g. from another torch version) is recomputed
+                entry = load_torch_file(path, "a feature cache entry")
+                if isinstance(entry, dict) and entry.get("key") == key:
+                    return entry["features"], entry["labels"]
+            except UnsafeFileError:  # code planted in the cache: refused, never overwritten silently
+                raise
+            except FileReadError:  # an unreadable entry (e.g. a torn copy) is recomputed
                 pass
         features, labels = compute()
         self._write(path, {"key": key, "features": features, "labels": labels})
         return features, labels
 
     def _write(self, path: Path, entry: Dict[str, object]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(entry, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_torch_save(entry, path)

@@ -11,6 +11,7 @@ from torch import nn
 
 from selfsup.backbones import build_backbone
 from selfsup.errors import ConfigError
+from selfsup.io import atomic_torch_save, load_torch_file
 
 RANDOM = "random"
 ENCODER_FORMAT = "selfsup-encoder/1"
@@ -85,7 +86,7 @@ def load_encoder(
     path = Path(checkpoint)
     if not path.is_file():
         raise ConfigError(f"checkpoint '{path}' does not exist (give a .ckpt from `selfsup train`, an exported encoder, or 'random')")
-    stored = torch.load(path, map_location="cpu", weights_only=False)
+    stored = load_torch_file(path, "a selfsup checkpoint or exported encoder")
     source = f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
     if isinstance(stored, dict) and stored.get("format") == ENCODER_FORMAT:
         name, args, channels = stored["backbone"], stored["backbone_args"], stored["in_channels"]
@@ -115,13 +116,12 @@ def load_encoder(
 def export_encoder(loaded: LoadedEncoder, path: str | Path) -> Path:
     """Write the encoder alone (weights + how to rebuild it), for use outside selfsup::
 
-        enc = torch.load(path); model = selfsup.backbones.build_backbone(enc["backbone"],
+        enc = selfsup.io.load_torch_file(path, "an encoder"); model = selfsup.backbones.build_backbone(enc["backbone"],
               in_channels=enc["in_channels"], **enc["backbone_args"]); model.load_state_dict(enc["state_dict"])
 
     When the encoder wraps the backbone (``enc["method"]`` is set), ``load_encoder(path)`` rebuilds it.
+    The file holds only tensors, containers, numbers and strings: it loads weights-only.
     """
-    from selfsup.engine.checkpoint import atomic_torch_save  # the engine owns file writing
-
     payload = {
         "format": ENCODER_FORMAT,
         "backbone": loaded.backbone,
