@@ -104,6 +104,8 @@ class EvalConfig:
     knn_temperature: float = 0.1
     linear_epochs: int = 100
     batch_size: int = 512
+    memory_budget_gb: float = 4.0
+    """Largest evaluation array held in RAM; larger features (ImageNet's) go to files beside the feature cache."""
 
 
 @dataclass
@@ -327,3 +329,13 @@ def config_help() -> List[Tuple[str, Any, str]]:
 
     walk(TrainConfig, TrainConfig(), "")
     return rows
+
+
+RECIPES = Path(__file__).parent / "configs"
+"""The packaged recipes: ``configs/<dataset>/<method>.yaml``."""
+
+
+def recipe_path(data: str, method: str) -> Optional[Path]:
+    """The packaged recipe ``configs/<dataset>/<method>.yaml`` if there is one."""
+    path = RECIPES / data.split(":")[0] / f"{method}.yaml"
+    return path if path.is_file() else None
