@@ -30,6 +30,17 @@ def _write_json(payload: Dict[str, Any], output: Optional[str], echo: bool = Tru
         print(text)
 
 
+def _gigabytes(text: str) -> float:
+    """argparse type of --memory-budget-gb: refused before any data or encoder is loaded."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of GB")
+    return value
+
+
 # --------------------------------------------------------------------------- train
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     from selfsup.config import config_help
@@ -168,7 +179,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--output", help="JSON file to write")
         if name in ("knn", "linear", "fewshot"):
             q.add_argument("--cache-dir", help="cache frozen features here (computed once per encoder and data)")
-            q.add_argument("--memory-budget-gb", type=float, default=4.0,
+            q.add_argument("--memory-budget-gb", type=_gigabytes, default=4.0,
                            help="largest feature array held in RAM; larger ones go to files in --cache-dir "
                            "(else $TMPDIR) and are read in chunks")
             q.add_argument("--no-progress", action="store_true", help="no progress bar of the feature extraction")

@@ -164,6 +164,8 @@ class TrainConfig:
             raise ConfigError(f"unknown lr_scaling '{self.optim.lr_scaling}'; valid choices: linear, none, sqrt")
         if self.optim.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
+        if not self.eval.memory_budget_gb > 0:
+            raise ConfigError(f"eval.memory_budget_gb must be > 0, got {self.eval.memory_budget_gb}")
         if not self.output_dir:
             self.output_dir = str(Path("runs") / f"{self.method}-{self.data.replace(':', '-').replace('/', '_')}")
         return self
