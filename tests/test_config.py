@@ -54,7 +54,7 @@ def test_default_output_dir_and_help():
 
 
 def test_packaged_recipes_are_valid():
-    from selfsup.cli import RECIPES
+    from selfsup.config import RECIPES
 
     recipes = sorted(RECIPES.glob("*/*.yaml"))
     assert len(recipes) >= 3

@@ -12,8 +12,7 @@ from selfsup.data import DatasetInfo
 from selfsup.errors import ConfigError
 from selfsup.heads.dino import DINOHead
 from selfsup.losses.dino import TeacherCentering, dino_cross_entropy, teacher_temperature
-from selfsup.cli import RECIPES
-from selfsup.config import make_config
+from selfsup.config import RECIPES, make_config
 from selfsup.engine import resolve_views
 from selfsup.methods import METHODS, Progress, build_method
 from selfsup.methods.dino import DINO, fit_to_patches

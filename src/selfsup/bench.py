@@ -123,8 +123,7 @@ def _slug(label: str) -> str:
 
 def entry_config(entry: BenchEntry, settings: BenchSettings, output_dir: Path):
     """The entry's recipe for the dataset, at the common budget, writing into ``output_dir``."""
-    from selfsup.cli import recipe_path
-    from selfsup.config import make_config, parse_override
+    from selfsup.config import make_config, parse_override, recipe_path
 
     recipe = recipe_path(settings.data, entry.method)
     flags: Dict[str, Any] = {"method": entry.method, "data": settings.data, "output_dir": str(output_dir)}
@@ -178,23 +177,18 @@ PROTOCOLS = ("knn", "linear", "fewshot")
 
 
 def evaluate_checkpoint(checkpoint: Path, settings: BenchSettings) -> tuple[Dict[str, float], Dict[str, float]]:
-    """(trained metrics, random-init floor metrics) of a training checkpoint; features cached
-    under ``root/features`` so the floor of a shared architecture is computed once."""
+    """(trained metrics, random-init floor metrics) of a training checkpoint, at the resolution it
+    was trained at; features cached under ``root/features`` so the floor of a shared architecture
+    is computed once."""
     from selfsup.data import load_dataset
-    from selfsup.evaluation import FeatureCache, evaluate_encoder, load_encoder
+    from selfsup.evaluation import FeatureCache
+    from selfsup.evaluation.report import evaluate_with_floors
 
     train_set = load_dataset(settings.data, "train", settings.data_dir)
     test_set = load_dataset(settings.data, "test", settings.data_dir)
     cache = FeatureCache(Path(settings.root) / "features")
-    trained = load_encoder(str(checkpoint))
-    eval_settings = _eval_settings(settings)
-    eval_settings.image_size = (trained.config or {}).get("views", {}).get("image_size")  # as trained
-    metrics = evaluate_encoder(trained.encoder, train_set, test_set, PROTOCOLS, eval_settings, cache, trained.source)
-    floor_encoder = load_encoder("random", trained.backbone, trained.backbone_args, trained.in_channels,
-                                 method=trained.method)
-    floor = evaluate_encoder(floor_encoder.encoder, train_set, test_set, PROTOCOLS, eval_settings, cache,
-                             floor_encoder.source)
-    return metrics, floor
+    report = evaluate_with_floors(checkpoint, train_set, test_set, PROTOCOLS, _eval_settings(settings), cache)
+    return report["trained"], report["random_init"]
 
 
 def baselines(settings: BenchSettings, backbone: str = "resnet18-tiny",
@@ -202,8 +196,9 @@ def baselines(settings: BenchSettings, backbone: str = "resnet18-tiny",
     """Raw pixels and the supervised baseline (``backbone`` from scratch, all labels, same epochs),
     both at ``image_size`` (the entries' training size; default the dataset's)."""
     from selfsup.data import load_dataset
-    from selfsup.evaluation import FeatureCache, evaluate_encoder, load_encoder
+    from selfsup.evaluation import FeatureCache, load_encoder
     from selfsup.evaluation.finetune import FinetuneSettings, finetune
+    from selfsup.evaluation.pixels import evaluate_pixels
 
     path = Path(settings.root) / "baselines.json"
     stored: Dict[str, Dict[str, float]] = json.loads(path.read_text()) if path.is_file() else {}
@@ -213,8 +208,7 @@ def baselines(settings: BenchSettings, backbone: str = "resnet18-tiny",
         cache = FeatureCache(Path(settings.root) / "features")
         eval_settings = _eval_settings(settings)
         eval_settings.image_size = image_size
-        stored["pixels"] = evaluate_encoder(torch.nn.Flatten(), train_set, test_set, PROTOCOLS,
-                                            eval_settings, cache, "pixels")
+        stored["pixels"] = evaluate_pixels(train_set, test_set, PROTOCOLS, eval_settings, cache)
         atomic_write_text(path, json.dumps(stored, indent=1))
     key = f"supervised {backbone} {settings.epochs} epochs"
     if settings.supervised and settings.epochs is not None and key not in stored:
@@ -258,7 +252,8 @@ def markdown_table(results: Sequence[EntryResult], settings: BenchSettings,
         )
     pixels = base.get("pixels")
     if pixels:
-        lines.append(f"| raw pixels | — | — | — | {_pct(pixels, 'knn_top1')} | | {_pct(pixels, 'linear_top1')} | | "
+        name = f"raw pixels ({pixels['note']})" if pixels.get("note") else "raw pixels"
+        lines.append(f"| {name} | — | — | — | {_pct(pixels, 'knn_top1')} | | {_pct(pixels, 'linear_top1')} | | "
                      f"{_pct(pixels, few)} | |")
     for key, value in base.items():
         if key.startswith("supervised"):

@@ -14,18 +14,11 @@ import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from selfsup.config import RECIPES, recipe_path  # noqa: F401  (RECIPES: re-exported)
 from selfsup.errors import SelfSupError
-
-RECIPES = Path(__file__).parent / "configs"
 
 
 # --------------------------------------------------------------------------- helpers
-def recipe_path(data: str, method: str) -> Optional[Path]:
-    """The packaged recipe ``configs/<dataset>/<method>.yaml`` if there is one."""
-    path = RECIPES / data.split(":")[0] / f"{method}.yaml"
-    return path if path.is_file() else None
-
-
 def _write_json(payload: Dict[str, Any], output: Optional[str], echo: bool = True) -> None:
     from selfsup.io import atomic_write_text
 
@@ -36,23 +29,15 @@ def _write_json(payload: Dict[str, Any], output: Optional[str], echo: bool = Tru
         print(text)
 
 
-def _percent(value: Optional[float]) -> str:
-    return "   —  " if value is None else f"{100 * value:6.2f} %"
-
-
-def format_report(report: Dict[str, Any], label: str) -> str:
-    """A small table: the trained encoder beside the floors (random init, raw pixels) and the
-    gain over the random-init floor."""
-    trained, floor, pixels = report["trained"], report.get("random_init"), report.get("pixels")
-    rows = [("metric", label, "random init (floor)", "raw pixels", "gain over random init")]
-    for key, name in (("knn_top1", "kNN top-1"), ("linear_top1", "linear top-1")):
-        if key not in trained:
-            continue
-        base = floor.get(key) if floor else None
-        gain = f"{100 * (trained[key] - base):+.2f} pts" if base is not None else "—"
-        rows.append((name, _percent(trained[key]), _percent(base), _percent(pixels.get(key) if pixels else None), gain))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+def _gigabytes(text: str) -> float:
+    """argparse type of --memory-budget-gb: refused before any data or encoder is loaded."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of GB")
+    return value
 
 
 # --------------------------------------------------------------------------- train
@@ -134,34 +119,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def evaluate_run(config, checkpoint: Path) -> Dict[str, Any]:
-    """kNN + linear for the trained encoder and (optionally) the random-init floor."""
-    from selfsup.data import load_dataset
-    from selfsup.evaluation import FeatureCache, evaluate_encoder, load_encoder
-    from selfsup.evaluation.suite import EvalSettings
+    """The end-of-run report (:func:`selfsup.evaluation.report.evaluate_run`), with a progress bar."""
+    from selfsup.evaluation.report import evaluate_run as evaluate
 
-    import torch
+    return evaluate(config, checkpoint, progress=config.trainer.progress_bar)
 
-    data = config.eval_data or config.data
-    train_set = load_dataset(data, "train", config.data_dir, config.download)
-    if train_set.info.num_classes == 0:
-        print(f"no labels in {data}: skipping evaluation (set eval_data to a labelled dataset)", file=sys.stderr)
-        return {}
-    test_set = load_dataset(data, "test", config.data_dir, config.download)
-    ev = config.eval
-    protocols = [p for p in ("knn", "linear") if getattr(ev, p)]
-    settings = EvalSettings(knn_k=ev.knn_k, knn_temperature=ev.knn_temperature, linear_epochs=ev.linear_epochs,
-                            batch_size=ev.batch_size, image_size=config.views.get("image_size"))
-    cache = FeatureCache(Path(config.output_dir) / "features")
-    trained = load_encoder(str(checkpoint))
-    report: Dict[str, Any] = {"data": data, "checkpoint": str(checkpoint), "protocols": protocols}
-    report["trained"] = evaluate_encoder(trained.encoder, train_set, test_set, protocols, settings, cache, trained.source)
-    if ev.floor:
-        floor = load_encoder("random", trained.backbone, trained.backbone_args, trained.in_channels, seed=config.seed,
-                             method=trained.method)
-        report["random_init"] = evaluate_encoder(floor.encoder, train_set, test_set, protocols, settings, cache, floor.source)
-        # The other floor: the raw pixels themselves, flattened (no encoder at all).
-        report["pixels"] = evaluate_encoder(torch.nn.Flatten(), train_set, test_set, protocols, settings, cache, "pixels")
-    return report
+
+def format_report(report: Dict[str, Any], label: str) -> str:
+    """The table of :func:`selfsup.evaluation.report.format_report`."""
+    from selfsup.evaluation.report import format_report as table
+
+    return table(report, label)
 
 
 # --------------------------------------------------------------------------- eval
@@ -210,6 +178,10 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--output", help="JSON file to write")
         if name in ("knn", "linear", "fewshot"):
             q.add_argument("--cache-dir", help="cache frozen features here (computed once per encoder and data)")
+            q.add_argument("--memory-budget-gb", type=_gigabytes, default=4.0,
+                           help="largest feature array held in RAM; larger ones go to files in --cache-dir "
+                           "(else $TMPDIR) and are read in chunks")
+            q.add_argument("--no-progress", action="store_true", help="no progress bar of the feature extraction")
         if name in ("knn", "fewshot"):
             q.add_argument("--k", type=int, nargs="+", default=[200] if name == "knn" else [20],
                            help="neighbours (InstDisc: 200, DINO: 20); several give knn_top1_k<k> each, "
@@ -301,7 +273,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
 
     settings = EvalSettings(image_size=args.image_size, batch_size=args.batch_size, device=args.device,
-                            num_workers=args.num_workers, seed=args.seed)
+                            num_workers=args.num_workers, seed=args.seed, memory_budget_gb=args.memory_budget_gb,
+                            progress=not args.no_progress)
     if args.protocol in ("knn", "fewshot"):
         settings.knn_k, settings.knn_temperature = args.k[0], args.temperature
         if args.protocol == "knn" and len(args.k) > 1:

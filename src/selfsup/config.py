@@ -104,6 +104,8 @@ class EvalConfig:
     knn_temperature: float = 0.1
     linear_epochs: int = 100
     batch_size: int = 512
+    memory_budget_gb: float = 4.0
+    """Largest evaluation array held in RAM; larger features (ImageNet's) go to files beside the feature cache."""
 
 
 @dataclass
@@ -162,6 +164,8 @@ class TrainConfig:
             raise ConfigError(f"unknown lr_scaling '{self.optim.lr_scaling}'; valid choices: linear, none, sqrt")
         if self.optim.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
+        if not self.eval.memory_budget_gb > 0:
+            raise ConfigError(f"eval.memory_budget_gb must be > 0, got {self.eval.memory_budget_gb}")
         if not self.output_dir:
             self.output_dir = str(Path("runs") / f"{self.method}-{self.data.replace(':', '-').replace('/', '_')}")
         return self
@@ -327,3 +331,13 @@ def config_help() -> List[Tuple[str, Any, str]]:
 
     walk(TrainConfig, TrainConfig(), "")
     return rows
+
+
+RECIPES = Path(__file__).parent / "configs"
+"""The packaged recipes: ``configs/<dataset>/<method>.yaml``."""
+
+
+def recipe_path(data: str, method: str) -> Optional[Path]:
+    """The packaged recipe ``configs/<dataset>/<method>.yaml`` if there is one."""
+    path = RECIPES / data.split(":")[0] / f"{method}.yaml"
+    return path if path.is_file() else None

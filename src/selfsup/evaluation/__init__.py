@@ -12,6 +12,9 @@ Example:
     >>> finetune(encoder, train_set, test_set, FinetuneSettings(epochs=5)).top1
     >>> dense_probe(vit, load_segmentation(path, "train"), load_segmentation(path, "test")).miou
     >>> health_metrics(features)   # {'rankme', 'feature_std', 'feature_std_ratio', 'uniformity'}
+    >>> evaluate_encoder(encoder, train_set, test_set, settings=EvalSettings(memory_budget_gb=4))  # bigger: on disk
+    >>> evaluate_pixels(train_set, test_set)   # the raw-pixel floor (projected above 4096 values)
+    >>> evaluate_with_floors("runs/x/last.ckpt", train_set, test_set, pixels=True)  # trained, random init, pixels
 """
 
 from selfsup.evaluation.dense import DenseResult, DenseSettings, dense_features, dense_probe, load_segmentation
@@ -21,6 +24,9 @@ from selfsup.evaluation.health import HealthMonitor, effective_rank, health_metr
 from selfsup.evaluation.knn import knn_accuracy, knn_predict, knn_sweep, topk_accuracy
 from selfsup.evaluation.linear import LinearProbeResult, LinearSweepResult, linear_probe, linear_probe_sweep
 from selfsup.evaluation.load import RANDOM, LoadedEncoder, export_encoder, load_encoder
+from selfsup.evaluation.pixels import SparseRandomProjection, evaluate_pixels, pixel_encoder
+from selfsup.evaluation.report import evaluate_run, evaluate_with_floors, format_report
+from selfsup.evaluation.storage import MemoryBudget
 from selfsup.evaluation.subsets import balanced_subset, stratified_split
 from selfsup.evaluation.suite import EvalSettings, evaluate_encoder, evaluate_features
 
@@ -35,16 +41,22 @@ __all__ = [
     "LinearProbeResult",
     "LinearSweepResult",
     "LoadedEncoder",
+    "MemoryBudget",
     "RANDOM",
+    "SparseRandomProjection",
     "balanced_subset",
     "dense_features",
     "dense_probe",
     "effective_rank",
     "evaluate_encoder",
     "evaluate_features",
+    "evaluate_pixels",
+    "evaluate_run",
+    "evaluate_with_floors",
     "export_encoder",
     "extract_features",
     "finetune",
+    "format_report",
     "health_metrics",
     "knn_accuracy",
     "knn_predict",
@@ -53,6 +65,7 @@ __all__ = [
     "linear_probe_sweep",
     "load_encoder",
     "load_segmentation",
+    "pixel_encoder",
     "stratified_split",
     "topk_accuracy",
 ]

@@ -7,12 +7,16 @@ encoder runs once per (checkpoint, dataset, split, image size) and the result is
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
-from typing import Callable, Dict, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from selfsup.evaluation.storage import MemoryBudget
 
 from selfsup.io import FileReadError, UnsafeFileError, atomic_torch_save, load_torch_file
 
@@ -24,6 +28,8 @@ def extract_features(
     num_workers: int = 0,
     device: Union[str, torch.device] = "cpu",
     channels_last: bool = False,
+    memory: Optional[MemoryBudget] = None,
+    progress: Optional[str] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Run ``encoder`` in eval mode over ``dataset`` in order.
 
@@ -31,10 +37,15 @@ def extract_features(
         encoder: maps images ``(B, C, H, W)`` to features ``(B, D)``; must already be on ``device``.
         dataset: yields ``(image (C, H, W) float, label int)``.
         channels_last: feed NHWC batches (faster for convolutional encoders).
+        memory: when given, each batch is written into one ``(N, D)`` array from it, which is a
+            file mapped from disk when it exceeds the budget; otherwise batches are concatenated in RAM.
+        progress: a label, e.g. ``"train features"``: a progress bar of it on stderr, shown only
+            when stderr is a terminal (tqdm's ``disable=None``); ``None`` shows nothing.
 
     Returns:
         ``features (N, D)`` float32 and ``labels (N,)`` int64, both on CPU, in dataset order.
-        They are ordinary tensors (usable with autograd, e.g. by :func:`linear_probe`).
+        They are ordinary tensors (usable with autograd, e.g. by :func:`linear_probe`); with
+        ``memory``, possibly backed by a file (see :mod:`selfsup.evaluation.storage`).
 
     The encoder is put in ``eval()`` (BatchNorm uses running statistics, dropout is off) and
     every submodule's previous train/eval mode is restored afterwards.
@@ -42,7 +53,12 @@ def extract_features(
     modes = {m: m.training for m in encoder.modules()}  # per module: a frozen BN may stay in eval
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=torch.device(device).type == "cuda")
-    features, labels = [], []
+    features: List[Tensor] = []
+    labels: List[Tensor] = []
+    out: Optional[Tensor] = None  # (N, D) from ``memory``, allocated once the first batch gives D
+    done = 0
+    bar = tqdm(total=len(dataset), desc=progress, unit="img", unit_scale=True, leave=False,  # type: ignore[arg-type]
+               file=sys.stderr, dynamic_ncols=True, disable=None if progress else True)
     encoder.eval()
     try:
         # inference_mode only around the forward: its outputs would be "inference tensors", which
@@ -52,14 +68,23 @@ def extract_features(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                features.append(encoder(images).float().cpu())  # (B, D)
+                batch = encoder(images).float().cpu()  # (B, D)
+            if memory is None:
+                features.append(batch)
+            else:
+                if out is None:
+                    out = memory.empty((len(dataset), *batch.shape[1:]))  # type: ignore[arg-type]
+                out[done:done + len(batch)] = batch
+            done += len(batch)
             labels.append(torch.as_tensor(targets, dtype=torch.int64))
+            bar.update(len(batch))
     finally:
+        bar.close()
         for module, training in modes.items():
             module.train(training)
-    if not features:
+    if not labels:
         raise ValueError("extract_features: the dataset is empty")
-    return torch.cat(features), torch.cat(labels)
+    return (torch.cat(features) if out is None else out), torch.cat(labels)
 
 
 class FeatureCache:
@@ -69,7 +94,9 @@ class FeatureCache:
     ``f"{checkpoint}:{mtime}|fashion-mnist|test|28"``. Files are written to a temporary file
     in the same directory and renamed (:mod:`selfsup.io`), so an interrupted run never
     leaves a truncated cache entry behind; entries are read weights-only, and one that holds
-    pickled code is refused (:class:`~selfsup.io.UnsafeFileError`).
+    pickled code is refused (:class:`~selfsup.io.UnsafeFileError`). Entries are memory-mapped:
+    their features are paged in from the file as the protocols read them, never copied whole
+    into RAM.
 
     Example:
         >>> cache = FeatureCache("runs/x/features")
@@ -87,7 +114,7 @@ class FeatureCache:
         path = self.path(key)
         if path.is_file():
             try:
-                entry = load_torch_file(path, "a feature cache entry")
+                entry = load_torch_file(path, "a feature cache entry", mmap=True)
                 if isinstance(entry, dict) and entry.get("key") == key:
                     return entry["features"], entry["labels"]
             except UnsafeFileError:  # code planted in the cache: refused, never overwritten silently

@@ -8,11 +8,14 @@ the labels, which is why it is cheap enough to monitor every epoch.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+import math
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from selfsup.evaluation.storage import MemoryBudget
 
 
 def knn_predict(
@@ -23,6 +26,7 @@ def knn_predict(
     k: int = 200,
     temperature: float = 0.1,
     chunk_size: int = 1024,
+    memory: Optional[MemoryBudget] = None,
 ) -> Tensor:
     """Class scores of the queries by temperature-weighted kNN voting.
 
@@ -34,12 +38,14 @@ def knn_predict(
         k: neighbours per query; clamped to ``N``.
         temperature: τ in the vote weight ``exp(cos / τ)``.
         chunk_size: queries per similarity matrix ``(chunk, N)``, bounding memory.
+        memory: when the bank, the queries or one similarity matrix exceed its budget, the bank is
+            read in chunks of rows instead (see :func:`knn_predict_sweep`); None: all in RAM.
 
     Returns:
         ``(Q, C)`` scores: for each class, the summed weights of the neighbours of that class.
     """
     return knn_predict_sweep(train_features, train_labels, query_features, num_classes, (k,), temperature,
-                             chunk_size)[min(k, len(train_features))]
+                             chunk_size, memory)[min(k, len(train_features))]
 
 
 def knn_predict_sweep(
@@ -50,11 +56,17 @@ def knn_predict_sweep(
     ks: Sequence[int],
     temperature: float = 0.1,
     chunk_size: int = 1024,
+    memory: Optional[MemoryBudget] = None,
 ) -> Dict[int, Tensor]:
     """:func:`knn_predict` for several ``k`` from ONE similarity pass over the memory bank.
 
     Each chunk of queries is compared with the bank once and its ``max(ks)`` nearest neighbours
     are taken, sorted by similarity; the vote for each ``k`` reads the first ``k`` of them.
+
+    When the normalised bank, the queries or a ``(chunk, N)`` similarity matrix would exceed
+    ``memory``'s budget (ImageNet: 1.28 M bank rows), the bank is read once, a chunk of rows at a
+    time, and each query keeps its running ``max(ks)`` nearest neighbours (the top-k of a union is
+    the top-k of the parts' top-k): the same neighbours, up to the order of exact ties.
 
     Returns:
         ``{k: (Q, C) scores}``, one entry per distinct ``k`` after clamping to ``N``.
@@ -65,6 +77,12 @@ def knn_predict_sweep(
     if not ks or min(ks) < 1:
         raise ValueError(f"k must be positive integers, got {list(ks)}")
     clamped = sorted({min(int(k), len(train_features)) for k in ks})
+    (n, dim), q = train_features.shape, len(query_features)
+    if memory is not None and not (memory.fits(4 * n * dim) and memory.fits(4 * q * dim)
+                                   and memory.fits(4 * min(chunk_size, q) * n)):
+        top_sims, top_labels = _streamed_neighbours(train_features, train_labels, query_features, clamped[-1],
+                                                    chunk_size, memory)
+        return _vote(top_sims, top_labels, num_classes, clamped, temperature, memory)
     bank = F.normalize(train_features.float(), dim=1)  # (N, D)
     queries = F.normalize(query_features.float(), dim=1)  # (Q, D)
     labels = train_labels.to(bank.device, torch.int64)
@@ -79,6 +97,49 @@ def knn_predict_sweep(
     return scores
 
 
+def _streamed_neighbours(train_features: Tensor, train_labels: Tensor, query_features: Tensor, k: int,
+                         chunk_size: int, memory: MemoryBudget) -> Tuple[Tensor, Tensor]:
+    """Each query's ``k`` most similar bank rows, reading the bank once in chunks of rows:
+    ``(similarities (Q, k), labels (Q, k))``, most similar first."""
+    (n, dim), q = train_features.shape, len(query_features)
+    queries = memory.empty((q, dim))  # normalised once: the inner loop reads them once per bank chunk
+    rows = memory.chunk_rows(4 * dim)
+    for start in range(0, q, rows):
+        queries[start:start + rows] = F.normalize(query_features[start:start + rows].float(), dim=1)
+    chunk_size = min(chunk_size, q)
+    bank_rows = memory.chunk_rows(4 * (dim + chunk_size))  # a bank chunk and its (queries, rows) similarities
+    # -inf loses to every cosine similarity, so the k real neighbours (k <= N) replace all of them.
+    top_sims = memory.empty((q, k))
+    top_sims.fill_(-math.inf)
+    top_labels = memory.empty((q, k), torch.int64)
+    top_labels.zero_()
+    for bank_start in range(0, n, bank_rows):
+        bank = F.normalize(train_features[bank_start:bank_start + bank_rows].float(), dim=1)  # (b, D)
+        labels = train_labels[bank_start:bank_start + bank_rows].to(torch.int64)  # (b,)
+        for start in range(0, q, chunk_size):
+            sims = queries[start:start + chunk_size] @ bank.T  # (q, b)
+            part_sims, part_idx = sims.topk(min(k, len(bank)), dim=1)
+            both_sims = torch.cat([top_sims[start:start + chunk_size], part_sims], dim=1)
+            both_labels = torch.cat([top_labels[start:start + chunk_size], labels[part_idx]], dim=1)
+            best_sims, best = both_sims.topk(k, dim=1)  # sorted: most similar first
+            top_sims[start:start + chunk_size] = best_sims
+            top_labels[start:start + chunk_size] = both_labels.gather(1, best)
+    return top_sims, top_labels
+
+
+def _vote(top_sims: Tensor, top_labels: Tensor, num_classes: int, ks: Sequence[int], temperature: float,
+          memory: MemoryBudget) -> Dict[int, Tensor]:
+    """``{k: (Q, C) scores}`` from each query's sorted neighbours ``(Q, max k)``, as :func:`knn_predict_sweep`."""
+    scores = {k: torch.zeros(len(top_sims), num_classes) for k in ks}
+    rows = memory.chunk_rows(12 * top_sims.shape[1])  # (rows, max k) weights and labels at a time
+    for start in range(0, len(top_sims), rows):
+        weights = (top_sims[start:start + rows] / temperature).exp()
+        neighbour_labels = top_labels[start:start + rows]
+        for k in ks:
+            scores[k][start:start + rows].scatter_add_(1, neighbour_labels[:, :k], weights[:, :k])
+    return scores
+
+
 def knn_accuracy(
     train_features: Tensor,
     train_labels: Tensor,
@@ -88,12 +149,14 @@ def knn_accuracy(
     k: int = 200,
     temperature: float = 0.1,
     chunk_size: int = 1024,
+    memory: Optional[MemoryBudget] = None,
 ) -> Dict[str, float]:
     """Top-1 and top-5 accuracy of :func:`knn_predict` as fractions: ``{"knn_top1", "knn_top5"}``.
 
     ``query_labels`` is ``(Q,)``; with fewer than 5 classes top-5 counts all of them (so it is 1.0).
     """
-    scores = knn_predict(train_features, train_labels, query_features, num_classes, k, temperature, chunk_size)
+    scores = knn_predict(train_features, train_labels, query_features, num_classes, k, temperature, chunk_size,
+                         memory)
     top1, top5 = topk_accuracy(scores, query_labels, (1, 5))
     return {"knn_top1": top1, "knn_top5": top5}
 
@@ -107,12 +170,14 @@ def knn_sweep(
     ks: Sequence[int] = (10, 20, 100, 200),
     temperature: float = 0.1,
     chunk_size: int = 1024,
+    memory: Optional[MemoryBudget] = None,
 ) -> Dict[int, Dict[str, float]]:
     """:func:`knn_accuracy` for every ``k`` in ``ks`` from one similarity pass: ``{k: {"knn_top1", "knn_top5"}}``.
 
     Keys are the requested ``k`` (a ``k`` above ``N`` uses all ``N`` samples, as :func:`knn_predict`).
     """
-    scores = knn_predict_sweep(train_features, train_labels, query_features, num_classes, ks, temperature, chunk_size)
+    scores = knn_predict_sweep(train_features, train_labels, query_features, num_classes, ks, temperature, chunk_size,
+                               memory)
     results = {}
     for k in ks:
         top1, top5 = topk_accuracy(scores[min(int(k), len(train_features))], query_labels, (1, 5))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from selfsup.errors import ConfigError
 from selfsup.evaluation.knn import topk_accuracy
+from selfsup.evaluation.storage import MemoryBudget
 from selfsup.evaluation.subsets import stratified_split
 
 
@@ -53,6 +54,7 @@ def linear_probe(
     batch_norm: bool = True,
     seed: int = 0,
     device: Union[str, torch.device] = "cpu",
+    memory: Optional[MemoryBudget] = None,
 ) -> LinearProbeResult:
     """Train ``BatchNorm1d(affine=False) + Linear`` on frozen features with SGD and report accuracy.
 
@@ -67,15 +69,25 @@ def linear_probe(
         weight_decay: L2 penalty on the linear layer (0 as in MAE/MoCo v3 linear probes).
         batch_norm: normalise features by the training set's mean and std first (recommended).
         device: where to train; the features are moved there once.
+        memory: when the features (their float64 copy for the statistics) exceed its budget, they
+            stay where they are (e.g. a file, see :mod:`selfsup.evaluation.storage`): statistics
+            and accuracies are computed a chunk of rows at a time, and each mini-batch is read,
+            normalised and moved to ``device`` on its own. Same steps, same result up to float
+            rounding of the statistics. None: everything in RAM (on ``device``).
     """
     device = torch.device(device)
     n, dim = train_features.shape
+    streamed = memory is not None and not memory.fits(8 * dim * max(n, len(test_features)))
     norm: nn.Module = nn.Identity()
     if batch_norm:
         norm = nn.BatchNorm1d(dim, affine=False, eps=1e-6)  # eps as in MAE
-        train64 = train_features.double()
-        norm.running_mean.copy_(train64.mean(dim=0))
-        norm.running_var.copy_(train64.var(dim=0))
+        if streamed:
+            mean, var = _moments(train_features, memory.chunk_rows(8 * dim))  # type: ignore[union-attr]
+        else:
+            train64 = train_features.double()
+            mean, var = train64.mean(dim=0), train64.var(dim=0)
+        norm.running_mean.copy_(mean)
+        norm.running_var.copy_(var)
     norm.eval()  # always: its statistics are the training set's, not a batch's
     # A convex problem: any start works. Zeros is deterministic, and skip_init leaves the global
     # RNG untouched (the training loop's kNN/probe monitors must not shift its random stream).
@@ -84,11 +96,19 @@ def linear_probe(
     nn.init.zeros_(head.bias)
     classifier = nn.Sequential(norm, head).to(device)
 
-    with torch.no_grad():
-        x_train = norm(train_features.to(device, torch.float32))  # (N, D), normalised once
-        x_test = norm(test_features.to(device, torch.float32))  # (M, D)
     y_train = train_labels.to(device, torch.int64)
     y_test = test_labels.to(device, torch.int64)
+    if streamed:
+        def train_rows(idx: Tensor) -> Tensor:  # one mini-batch, read and normalised on its own
+            with torch.no_grad():
+                return norm(train_features[idx.cpu()].to(device, torch.float32))
+    else:
+        with torch.no_grad():
+            x_train = norm(train_features.to(device, torch.float32))  # (N, D), normalised once
+            x_test = norm(test_features.to(device, torch.float32))  # (M, D)
+
+        def train_rows(idx: Tensor) -> Tensor:
+            return x_train[idx]
 
     optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
@@ -100,17 +120,49 @@ def linear_probe(
             for group in optimizer.param_groups:  # cosine decay (Loshchilov & Hutter 2017), per step
                 group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total_steps))
             idx = order[start:start + batch_size]
-            loss = F.cross_entropy(head(x_train[idx]), y_train[idx])
+            loss = F.cross_entropy(head(train_rows(idx)), y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
 
     with torch.no_grad():
-        test_top1, test_top5 = topk_accuracy(head(x_test), y_test, (1, 5))
-        (train_top1,) = topk_accuracy(head(x_train), y_train, (1,))
+        if streamed:
+            rows = memory.chunk_rows(8 * dim)  # type: ignore[union-attr]
+            test_top1, test_top5 = _streamed_accuracy(classifier, test_features, y_test, (1, 5), rows, device)
+            (train_top1,) = _streamed_accuracy(classifier, train_features, y_train, (1,), rows, device)
+        else:
+            test_top1, test_top5 = topk_accuracy(head(x_test), y_test, (1, 5))
+            (train_top1,) = topk_accuracy(head(x_train), y_train, (1,))
     return LinearProbeResult(top1=test_top1, top5=test_top5, train_top1=train_top1, epochs=epochs, lr=lr,
                              classifier=classifier.cpu().eval())
+
+
+def _moments(features: Tensor, rows: int) -> Tuple[Tensor, Tensor]:
+    """Per-feature mean and unbiased variance of ``(N, D)`` in float64, ``rows`` rows at a time
+    (two passes: the sum of squared deviations from the exact mean does not cancel as ``E[x²] - E[x]²`` does)."""
+    n, dim = features.shape
+    total = torch.zeros(dim, dtype=torch.float64)
+    for start in range(0, n, rows):
+        total += features[start:start + rows].double().sum(dim=0)
+    mean = total / n
+    squares = torch.zeros(dim, dtype=torch.float64)
+    for start in range(0, n, rows):
+        squares += (features[start:start + rows].double() - mean).square().sum(dim=0)
+    return mean, squares / (n - 1)
+
+
+def _streamed_accuracy(classifier: nn.Module, features: Tensor, labels: Tensor, ks: Sequence[int], rows: int,
+                       device: torch.device) -> Tuple[float, ...]:
+    """:func:`topk_accuracy` of ``classifier`` on ``features`` read ``rows`` at a time: hits are counted per chunk."""
+    hits = [0] * len(ks)
+    for start in range(0, len(features), rows):
+        logits = classifier(features[start:start + rows].to(device, torch.float32))  # (rows, C)
+        ranked = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+        found = ranked == labels[start:start + rows, None]
+        for i, k in enumerate(ks):
+            hits[i] += int(found[:, :k].any(dim=1).sum())
+    return tuple(h / len(features) for h in hits)
 
 
 @dataclass
@@ -136,6 +188,7 @@ def linear_probe_sweep(
     lrs: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
     val_fraction: float = 0.1,
     seed: int = 0,
+    memory: Optional[MemoryBudget] = None,
     **probe_kwargs: Any,
 ) -> LinearSweepResult:
     """Choose the learning rate of :func:`linear_probe` without ever looking at the test split.
@@ -146,17 +199,23 @@ def linear_probe_sweep(
        its test accuracy — the protocol of the sweeps in SimCLR (Chen et al. 2020, App. B.6) and
        DINO's linear evaluation, with the selection moved from the test to a held-out train part.
 
-    ``probe_kwargs`` (epochs, batch_size, weight_decay, batch_norm, device) go to every probe.
+    ``probe_kwargs`` (epochs, batch_size, weight_decay, batch_norm, device) go to every probe, and
+    so does ``memory``, which also holds the two parts (in a file when they exceed its budget).
     """
     if not lrs or min(lrs) <= 0:
         raise ConfigError(f"learning rates must be positive, got {list(lrs)}")
     fit_idx, val_idx = stratified_split(train_labels, val_fraction, seed)
+    if memory is None:
+        fit_x, val_x = train_features[fit_idx], train_features[val_idx]
+    else:
+        fit_x, val_x = memory.take(train_features, fit_idx), memory.take(train_features, val_idx)
     val_top1: Dict[float, float] = {}
     for lr in lrs:
-        held_out = linear_probe(train_features[fit_idx], train_labels[fit_idx], train_features[val_idx],
-                                train_labels[val_idx], num_classes, lr=lr, seed=seed, **probe_kwargs)
+        held_out = linear_probe(fit_x, train_labels[fit_idx], val_x, train_labels[val_idx], num_classes, lr=lr,
+                                seed=seed, memory=memory, **probe_kwargs)
         val_top1[float(lr)] = held_out.top1
+    del fit_x, val_x
     best_lr = max(sorted(val_top1), key=lambda lr: val_top1[lr])  # max keeps the first (smallest) of ties
     best = linear_probe(train_features, train_labels, test_features, test_labels, num_classes, lr=best_lr,
-                        seed=seed, **probe_kwargs)
+                        seed=seed, memory=memory, **probe_kwargs)
     return LinearSweepResult(best=best, val_top1=val_top1, val_fraction=val_fraction)
