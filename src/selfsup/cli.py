@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -347,13 +348,21 @@ def _cmd_eval_dense(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- small commands
+def _first_line(doc: Optional[str]) -> str:
+    """The first line of a docstring as plain text: reST roles (``:meth:`~a.b``` → ``b``) and
+    literals (double backquotes) lose their markup."""
+    lines = (doc or "").strip().splitlines()
+    line = lines[0] if lines else ""
+    line = re.sub(r":\w+:`(~?)([^`]+)`", lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), line)
+    return re.sub(r"``([^`]+)``", r"\1", line)
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from selfsup.methods import METHODS
 
     width = max(map(len, METHODS.names()))
     for name in METHODS.names():
-        doc = (METHODS.get(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:{width}s}  {doc}")
+        print(f"{name:{width}s}  {_first_line(METHODS.get(name).__doc__)}")
     return 0
 
 
@@ -363,6 +372,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     for name in BACKBONES.names():
         kwargs = ", ".join(f"{k}={v!r}" for k, v in backbone_kwargs(name).items())
         print(f"{name:16s} {kwargs}")
+        if ":" in name:  # a prefix backbone (timm:NAME): say what the name after the prefix can be
+            print(f"{'':16s} {_first_line(BACKBONES.get(name).__doc__)}")
     return 0
 
 

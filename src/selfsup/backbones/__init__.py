@@ -11,6 +11,7 @@ Example:
 
 from selfsup.backbones.base import BACKBONES, Backbone, backbone_kwargs, build_backbone
 from selfsup.backbones.resnet import ResNetBackbone
+from selfsup.backbones.timm import TIMM_PREFIX, TimmBackbone, TimmVisionTransformerBackbone
 from selfsup.backbones.vit import TokenFeatures, VisionTransformerBackbone
 
 __all__ = [
