@@ -74,7 +74,7 @@ def test_timm_vit_mask_token_replaces_only_masked_patches():
 def test_simclr_forward_and_backward_with_timm_backbones(name, kwargs):
     torch.manual_seed(0)
     method = SimCLR(build_backbone(name, in_channels=1, **kwargs), SimCLR.Config(projection_dim=16))
-    views = [torch.randn(4, 1, 16, 16) for _ in range(2)]
+    views = [torch.randn(4, 1, 32, 32) for _ in range(2)]  # ConvNeXt downsamples 32×: at least 32 pixels
     out = method(views)
     out.loss.backward()
     assert torch.isfinite(out.loss)

@@ -1,4 +1,4 @@
-"""The ``selfsup`` command line: train, eval, views, export, and what is registered.
+"""The ``selfsup`` command line: train, eval, views, and what is registered (more in ``selfsup.commands``).
 
 Every user error ends in one line, ``selfsup: error: …``, and exit status 2.
 """
@@ -396,14 +396,6 @@ def cmd_views(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from selfsup.evaluation import export_encoder, load_encoder
-
-    path = export_encoder(load_encoder(args.checkpoint), args.output)
-    print(path)
-    return 0
-
-
 def _configure_logging(verbose: bool) -> None:
     """selfsup's own messages to stderr; Lightning keeps its handler, minus its sales tips."""
     handler = logging.StreamHandler()
@@ -434,10 +426,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--cell-size", type=int, help="pixel size of each picture in the grid (default: max(96, crop size))")
     v.add_argument("--output", default="views.png")
     v.set_defaults(func=cmd_views)
-    e = sub.add_parser("export", help="write the trained encoder alone, for use elsewhere")
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--output", required=True)
-    e.set_defaults(func=cmd_export)
     from selfsup import commands
 
     commands.add_all(sub)
