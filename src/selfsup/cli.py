@@ -190,7 +190,9 @@ def _add_finetune_options(q: argparse.ArgumentParser, prefix: str = "") -> None:
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate an encoder: kNN, linear, few-label, fine-tuning, dense; JSON out")
+    p = sub.add_parser("eval", help="evaluate an encoder: kNN, linear, few-label, fine-tuning, dense; JSON out",
+                       description="Evaluate a trained, exported or random encoder with one protocol "
+                       "(`selfsup eval PROTOCOL --help` for its options) and print/write the result as JSON.")
     protocols = p.add_subparsers(dest="protocol", required=True)
     for name, help_text in EVAL_PROTOCOLS.items():
         q = protocols.add_parser(name, help=help_text, description=help_text)
@@ -396,8 +398,21 @@ def cmd_views(args: argparse.Namespace) -> int:
     return 0
 
 
+# Lightning's hardware banner and product adverts, printed at info level through its rank-zero
+# loggers on every run; its warnings and other messages (e.g. "Restoring states …") stay.
+LIGHTNING_CHATTER = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "LOCAL_RANK:")
+LIGHTNING_CHATTY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                            "lightning.pytorch.accelerators.cuda")
+
+
+class _DropLightningChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(LIGHTNING_CHATTER)
+
+
 def _configure_logging(verbose: bool) -> None:
-    """selfsup's own messages to stderr; Lightning keeps its handler, minus its sales tips."""
+    """selfsup's own messages to stderr; Lightning keeps its handler, minus its banner and sales
+    tips (all of it with ``-v``)."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger = logging.getLogger("selfsup")
@@ -405,17 +420,42 @@ def _configure_logging(verbose: bool) -> None:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector").setLevel(logging.WARNING)
+    for name in LIGHTNING_CHATTY_LOGGERS:
+        chatty = logging.getLogger(name)
+        for existing in [f for f in chatty.filters if isinstance(f, _DropLightningChatter)]:
+            chatty.removeFilter(existing)
+        if not verbose:
+            chatty.addFilter(_DropLightningChatter())
+
+
+def _version() -> str:
+    """The installed package's version (its metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("selfsup")
+    except PackageNotFoundError:
+        from selfsup import __version__
+
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised visual representation learning.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--version", action="version", version=f"selfsup {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _eval_parser(sub)
-    sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
-    sub.add_parser("backbones", help="list registered backbones and their options").set_defaults(func=cmd_backbones)
-    v = sub.add_parser("views", help="save a PNG grid of augmented views: see what the model sees")
+    sub.add_parser("methods", help="list registered methods",
+                   description="List the self-supervised methods (--method NAME) with one line each.").set_defaults(func=cmd_methods)
+    sub.add_parser("backbones", help="list registered backbones and their options",
+                   description="List the backbones (--backbone NAME) and the arguments they take "
+                   "(--set backbone_args.KEY=VALUE), including timm:NAME for any timm model.").set_defaults(func=cmd_backbones)
+    v = sub.add_parser("views", help="save a PNG grid of augmented views: see what the model sees",
+                       description="Save a PNG grid of the augmented views a method trains on (one row per image: "
+                       "the original, then its views), from the packaged recipe for --data/--method or --config, "
+                       "with --set overriding view options. Check the augmentations before a long run.")
     v.add_argument("--method", default="simclr")
     v.add_argument("--data", default="fashion-mnist")
     v.add_argument("--data-dir")
