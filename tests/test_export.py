@@ -54,6 +54,7 @@ def from_snippet(line: str):
 
 @pytest.mark.parametrize("backbone, args, channels, library", [
     ("resnet18", {}, 3, "torchvision"),
+    ("vit-tiny", {"image_size": 32, "patch_size": 8, "depth": 2}, 3, "torchvision"),
     ("resnet18", {}, 1, "timm"),
     ("vit-tiny", {"image_size": 32, "patch_size": 8, "depth": 2}, 3, "timm"),
     ("timm:resnet10t", {}, 1, "timm"),

@@ -13,7 +13,7 @@ Python that loads it. Every export is checked against the encoder's own features
 
 formats:
   safetensors  selfsup's keys + <name>.json; `selfsup eval --checkpoint <name>.safetensors` reads it
-  torchvision  torchvision's ResNet keys (3-channel ResNet-18/34/50 with the standard stem)
+  torchvision  torchvision's keys: 3-channel ResNet-18/34/50 with the standard stem, vit-* (VisionTransformer)
   timm         timm's keys: ResNets with the standard stem, vit-*, any timm:<name> backbone
   onnx         the whole encoder, dynamic batch (needs the export extra: pip install 'selfsup[export]')
   torchscript  the whole encoder traced at the training resolution (torch.jit, deprecated by PyTorch)
