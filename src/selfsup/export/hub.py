@@ -4,7 +4,7 @@
 When timm can build the encoder (:mod:`selfsup.export.library`), the folder is a timm Hub model:
 ``config.json`` has timm's fields (``architecture``, ``model_args``, ``pretrained_cfg`` with the
 input size and normalisation), so ``timm.create_model("hf-hub:<repo>", pretrained=True)`` loads
-it once pushed (and timm versions with local folders: ``"local-dir:<folder>"``). Otherwise the
+it once pushed, and ``"local-dir:<folder>"`` before (timm >= 1.0.16). Otherwise the
 weights keep selfsup's keys and ``selfsup.evaluation.load_encoder("<folder>/model.safetensors")``
 rebuilds the encoder. ``config.json`` always carries selfsup's export config under ``"selfsup"``.
 """
