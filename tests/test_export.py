@@ -187,3 +187,56 @@ def test_cli_export_prints_the_load_line_and_refuses_in_one_line(tmp_path, capsy
     assert main(["export", "--checkpoint", str(checkpoint), "--format", "timm"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("selfsup: error: --format timm:") and err.count("\n") == 1
+
+
+def fake_method_run(tmp_path, method: str, backbone: str, args: dict, method_args: dict):
+    """A training checkpoint of ``method`` whose encoder is more than its student backbone."""
+    from selfsup.data import DatasetInfo
+    from selfsup.methods import DataSpec, build_backbone_for, build_method
+
+    torch.manual_seed(0)
+    info = DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in INFO.items()})
+    net = build_backbone_for(method, backbone, args, 1, method_args)
+    model = build_method(method, net, method_args, DataSpec(info, 10))
+    config = {"method": method, "method_args": method_args, "data": "folder:x", "epochs": 1, "batch_size": 8,
+              "seed": 0, "backbone": backbone, "backbone_args": args, "views": {"image_size": 32}}
+    checkpoint = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"method.{k}": v for k, v in model.state_dict().items()},
+                "selfsup": {"config": config, "dataset_info": INFO, "num_samples": 10}}, checkpoint)
+    return checkpoint
+
+
+def test_a_teacher_encoder_exports_to_timm_and_a_wrapping_encoder_is_refused(tmp_path):
+    vit = {"image_size": 32, "patch_size": 8, "depth": 2}
+    ibot = fake_method_run(tmp_path, "ibot", "vit-tiny", vit, {"out_dim": 32, "patch_out_dim": 32,
+                                                                "head_hidden_dim": 16, "head_bottleneck_dim": 8})
+    result = export_encoder_as(str(ibot), "timm", tmp_path / "ibot.safetensors")  # iBOT's encoder: the teacher ViT
+    x = torch.randn(2, 1, 32, 32)
+    expected = features(load_encoder(str(ibot)).encoder, x)
+    assert (features(from_snippet(result.load), x) - expected).abs().max() <= TOLERANCE
+
+    (tmp_path / "cpc").mkdir()
+    cpc = fake_method_run(tmp_path / "cpc", "cpc", "resnet18-tiny", {}, {})
+    with pytest.raises(ConfigError, match="the cpc encoder wraps its backbone .*formats that work: safetensors"):
+        export_encoder_as(str(cpc), "timm", tmp_path / "cpc.safetensors")
+    kept = export_encoder_as(str(cpc), "safetensors", tmp_path / "cpc.safetensors")
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(features(load_encoder(str(kept.path)).encoder, x), features(load_encoder(str(cpc)).encoder, x))
+
+
+def test_an_export_that_changes_the_features_is_not_written(tmp_path, monkeypatch):
+    from selfsup.export.library import LibraryModel
+
+    checkpoint = fake_run(tmp_path, "resnet18", {}, channels=3)
+    build = LibraryModel.build
+
+    def off_by_a_little(self):
+        model = build(self)
+        with torch.no_grad():
+            model.layer4[1].bn2.bias.add_(1e-2)  # e.g. a key mapped to the wrong tensor
+        return model
+
+    monkeypatch.setattr(LibraryModel, "build", off_by_a_little)
+    with pytest.raises(SelfSupError, match="does not reproduce the encoder's features"):
+        export_encoder_as(str(checkpoint), "torchvision", tmp_path / "tv.safetensors")
+    assert not (tmp_path / "tv.safetensors").exists() and not (tmp_path / "tv.json").exists()

@@ -67,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
                               identity, chunk_size=args.chunk_size, batch_size=args.batch_size,
                               num_workers=args.num_workers, device=device, output_format=args.format,
                               progress=not args.no_progress)
-    print(f"{result.num_images} images: features {result.features}, rows {result.table}")
+    print(f"{result.num_images} images on {device}: features {result.features}, rows {result.table}")
     return 0

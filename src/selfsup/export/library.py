@@ -104,7 +104,9 @@ def _no_equivalent(loaded: LoadedEncoder, library: str) -> Optional[str]:
     encoder = loaded.encoder
     if library not in LIBRARIES:
         raise ValueError(f"library must be one of {LIBRARIES}, got {library!r}")
-    if loaded.method is not None:
+    # A method's encoder may be its backbone itself (DINO's teacher) or wrap it (CPC's patch grid,
+    # colorization's RGB -> L): only the former is a library model.
+    if loaded.method is not None and not isinstance(encoder, (ResNetBackbone, VisionTransformerBackbone, TimmBackbone)):
         return f"the {loaded.method['name']} encoder wraps its backbone ({type(encoder).__name__})"
     if isinstance(encoder, ResNetBackbone):
         if isinstance(encoder.conv1, nn.Conv2d) and encoder.conv1.kernel_size == (3, 3):
