@@ -137,6 +137,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, backbone, args):
     assert (torch.from_numpy(out) - expected).abs().max() <= TOLERANCE
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_loads_back(tmp_path):
     checkpoint = fake_run(tmp_path, "resnet18-tiny", {})
     result = export_encoder_as(str(checkpoint), "torchscript", tmp_path / "encoder.pt")
