@@ -12,7 +12,10 @@ from torch import nn
 from selfsup.backbones import BACKBONES, Backbone, TokenFeatures, backbone_kwargs, build_backbone
 from selfsup.errors import ConfigError
 
-NAMES = BACKBONES.names()
+# Every registered backbone, and the prefix backbone timm:NAME through three small timm models
+# (a ResNet, a ConvNeXt and a ViT: each family's code path).
+TIMM_EXAMPLES = ["timm:resnet10t", "timm:convnext_atto", "timm:vit_tiny_patch16_224"]
+NAMES = [n for n in BACKBONES.names() if not n.endswith(":NAME")] + TIMM_EXAMPLES
 VITS = [n for n in NAMES if "patch_size" in backbone_kwargs(n)]
 SIZE = 32  # small inputs keep the suite fast
 
@@ -24,6 +27,8 @@ def small_kwargs(name: str) -> dict:
         return {"image_size": SIZE, "patch_size": 8}
     if "small_stem" in valid:
         return {"small_stem": True}
+    if name.startswith("timm:vit"):
+        return {"image_size": SIZE}
     return {}
 
 

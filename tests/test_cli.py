@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from selfsup.cli import main
 
@@ -59,10 +58,11 @@ def test_train_then_eval_and_export(capsys, shapes_folder, tmp_path):
     assert code == 0, err
     assert 0.0 <= json.loads(lin_json.read_text())["linear_top1"] <= 1.0
 
-    exported = tmp_path / "encoder.pt"
+    exported = tmp_path / "encoder.safetensors"
     assert run(capsys, "export", "--checkpoint", str(out_dir / "last.ckpt"), "--output", str(exported))[0] == 0
-    payload = torch.load(exported, weights_only=False)
+    payload = json.loads((tmp_path / "encoder.json").read_text())
     assert payload["backbone"] == "resnet18" and payload["in_channels"] == 1
+    assert payload["eval"]["trained"]["knn_top1"] == report["trained"]["knn_top1"]  # the run's numbers come along
     code, _, err = run(capsys, "eval", "knn", "--checkpoint", str(exported), "--data", data, "--k", "5")
     assert code == 0, err
 

@@ -1,4 +1,4 @@
-"""The ``selfsup`` command line: train, eval, views, export, and what is registered.
+"""The ``selfsup`` command line: train, eval, views, and what is registered (more in ``selfsup.commands``).
 
 Every user error ends in one line, ``selfsup: error: …``, and exit status 2.
 """
@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -156,7 +157,9 @@ def _add_finetune_options(q: argparse.ArgumentParser, prefix: str = "") -> None:
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate an encoder: kNN, linear, few-label, fine-tuning, dense; JSON out")
+    p = sub.add_parser("eval", help="evaluate an encoder: kNN, linear, few-label, fine-tuning, dense; JSON out",
+                       description="Evaluate a trained, exported or random encoder with one protocol "
+                       "(`selfsup eval PROTOCOL --help` for its options) and print/write the result as JSON.")
     protocols = p.add_subparsers(dest="protocol", required=True)
     for name, help_text in EVAL_PROTOCOLS.items():
         q = protocols.add_parser(name, help=help_text, description=help_text)
@@ -319,13 +322,21 @@ def _cmd_eval_dense(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- small commands
+def _first_line(doc: Optional[str]) -> str:
+    """The first line of a docstring as plain text: reST roles (``:meth:`~a.b``` → ``b``) and
+    literals (double backquotes) lose their markup."""
+    lines = (doc or "").strip().splitlines()
+    line = lines[0] if lines else ""
+    line = re.sub(r":\w+:`(~?)([^`]+)`", lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), line)
+    return re.sub(r"``([^`]+)``", r"\1", line)
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from selfsup.methods import METHODS
 
     width = max(map(len, METHODS.names()))
     for name in METHODS.names():
-        doc = (METHODS.get(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:{width}s}  {doc}")
+        print(f"{name:{width}s}  {_first_line(METHODS.get(name).__doc__)}")
     return 0
 
 
@@ -335,6 +346,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     for name in BACKBONES.names():
         kwargs = ", ".join(f"{k}={v!r}" for k, v in backbone_kwargs(name).items())
         print(f"{name:16s} {kwargs}")
+        if ":" in name:  # a prefix backbone (timm:NAME): say what the name after the prefix can be
+            print(f"{'':16s} {_first_line(BACKBONES.get(name).__doc__)}")
     return 0
 
 
@@ -357,16 +370,21 @@ def cmd_views(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from selfsup.evaluation import export_encoder, load_encoder
+# Lightning's hardware banner and product adverts, printed at info level through its rank-zero
+# loggers on every run; its warnings and other messages (e.g. "Restoring states …") stay.
+LIGHTNING_CHATTER = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "LOCAL_RANK:")
+LIGHTNING_CHATTY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                            "lightning.pytorch.accelerators.cuda")
 
-    path = export_encoder(load_encoder(args.checkpoint), args.output)
-    print(path)
-    return 0
+
+class _DropLightningChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(LIGHTNING_CHATTER)
 
 
 def _configure_logging(verbose: bool) -> None:
-    """selfsup's own messages to stderr; Lightning keeps its handler, minus its sales tips."""
+    """selfsup's own messages to stderr; Lightning keeps its handler, minus its banner and sales
+    tips (all of it with ``-v``)."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger = logging.getLogger("selfsup")
@@ -374,17 +392,42 @@ def _configure_logging(verbose: bool) -> None:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector").setLevel(logging.WARNING)
+    for name in LIGHTNING_CHATTY_LOGGERS:
+        chatty = logging.getLogger(name)
+        for existing in [f for f in chatty.filters if isinstance(f, _DropLightningChatter)]:
+            chatty.removeFilter(existing)
+        if not verbose:
+            chatty.addFilter(_DropLightningChatter())
+
+
+def _version() -> str:
+    """The installed package's version (its metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("selfsup")
+    except PackageNotFoundError:
+        from selfsup import __version__
+
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised visual representation learning.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--version", action="version", version=f"selfsup {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _eval_parser(sub)
-    sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
-    sub.add_parser("backbones", help="list registered backbones and their options").set_defaults(func=cmd_backbones)
-    v = sub.add_parser("views", help="save a PNG grid of augmented views: see what the model sees")
+    sub.add_parser("methods", help="list registered methods",
+                   description="List the self-supervised methods (--method NAME) with one line each.").set_defaults(func=cmd_methods)
+    sub.add_parser("backbones", help="list registered backbones and their options",
+                   description="List the backbones (--backbone NAME) and the arguments they take "
+                   "(--set backbone_args.KEY=VALUE), including timm:NAME for any timm model.").set_defaults(func=cmd_backbones)
+    v = sub.add_parser("views", help="save a PNG grid of augmented views: see what the model sees",
+                       description="Save a PNG grid of the augmented views a method trains on (one row per image: "
+                       "the original, then its views), from the packaged recipe for --data/--method or --config, "
+                       "with --set overriding view options. Check the augmentations before a long run.")
     v.add_argument("--method", default="simclr")
     v.add_argument("--data", default="fashion-mnist")
     v.add_argument("--data-dir")
@@ -395,10 +438,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--cell-size", type=int, help="pixel size of each picture in the grid (default: max(96, crop size))")
     v.add_argument("--output", default="views.png")
     v.set_defaults(func=cmd_views)
-    e = sub.add_parser("export", help="write the trained encoder alone, for use elsewhere")
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--output", required=True)
-    e.set_defaults(func=cmd_export)
     from selfsup import commands
 
     commands.add_all(sub)

@@ -37,7 +37,7 @@ import secrets
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Sequence
 
 from selfsup.errors import SelfSupError
 
@@ -116,6 +116,27 @@ def _create_temporary(path: Path) -> tuple[int, Path]:
 
 
 @contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[tuple[int, Path]]:
+    """``(fd, name)`` of a new temporary file beside ``path`` that replaces ``path`` when the block
+    ends without an error; on an error it is removed and an OSError becomes one FileWriteError."""
+    tmp: Optional[Path] = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temporary(path)
+        yield fd, tmp
+        os.replace(tmp, path)
+        tmp = None
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        cause = _os_error_in(err) if isinstance(err, Exception) else None
+        if cause is not None:
+            raise _write_error(path, cause) from err
+        raise
+
+
+@contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary handle whose content replaces ``path`` atomically when the block ends.
 
@@ -127,25 +148,23 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
         FileWriteError: the folder cannot be made or written, or the disk is full; ``path`` is
             then unchanged and no temporary file is left behind.
     """
-    path = Path(path)
-    tmp: Optional[Path] = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temporary(path)
+    with _replacing(Path(path)) as (fd, _):
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except BaseException as err:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        cause = _os_error_in(err) if isinstance(err, Exception) else None
-        if cause is not None:
-            raise _write_error(path, cause) from err
-        raise
+
+
+def atomic_write_to(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` for writers that want a file name, not a handle (ONNX's exporter,
+    ``torch.jit.save``, safetensors' ``save_file``), into a temporary file beside ``path`` that
+    then replaces ``path`` atomically, with the permissions and errors of :func:`atomic_writer`."""
+    with _replacing(Path(path)) as (fd, tmp):
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    return Path(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

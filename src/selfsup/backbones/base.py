@@ -4,12 +4,17 @@ Every backbone maps images ``(B, C, H, W)`` to one pooled representation ``(B, f
 and has no classifier; methods put their own heads on top. Backbones are registered by name
 as factories ``factory(in_channels: int = 3, **kwargs) -> Backbone``, whose keyword arguments
 and defaults are the backbone's configuration (``backbone_args`` in a recipe).
+
+A *prefix* backbone is registered as ``"<prefix>:NAME"`` with a factory whose first argument is
+the name after the prefix: ``timm:convnext_tiny`` builds timm's ConvNeXt-T (as ``folder:PATH``
+does for datasets).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 from torch import Tensor, nn
 
@@ -41,9 +46,10 @@ def backbone_kwargs(name: str) -> Dict[str, object]:
         >>> backbone_kwargs("resnet18")
         {'small_stem': False, 'width': 1.0, 'zero_init_residual': False, 'stem_stride': 1}
     """
-    factory = BACKBONES.get(name)
+    factory = _factory(name)
     params = inspect.signature(factory).parameters.values()
-    return {p.name: p.default for p in params if p.name != "in_channels"}
+    # A prefix backbone's own name (``timm:NAME`` listed unbound) is no keyword argument.
+    return {p.name: p.default for p in params if p.name != "in_channels" and p.default is not p.empty}
 
 
 def build_backbone(name: str, in_channels: int = 3, **kwargs: Any) -> Backbone:
@@ -69,7 +75,22 @@ def build_backbone(name: str, in_channels: int = 3, **kwargs: Any) -> Backbone:
             )
     if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
         raise ConfigError(f"in_channels={in_channels!r} must be a positive integer (1 for grayscale, 3 for RGB)")
-    return BACKBONES.get(name)(in_channels=in_channels, **kwargs)
+    return _factory(name)(in_channels=in_channels, **kwargs)
+
+
+PREFIX_PLACEHOLDER = "NAME"
+"""What follows the prefix in a prefix backbone's registered name, ``"timm:NAME"``."""
+
+
+def _factory(name: str) -> Callable[..., Backbone]:
+    """The factory of ``name``; for ``"<prefix>:<model>"`` the prefix's factory with ``<model>`` bound."""
+    prefix, separator, model = name.partition(":")
+    template = f"{prefix}:{PREFIX_PLACEHOLDER}"
+    if separator and name != template and template in BACKBONES:
+        if not model:
+            raise ConfigError(f"backbone '{name}' names no model after '{prefix}:' (e.g. {prefix}:resnet50)")
+        return functools.partial(BACKBONES.get(template), model)
+    return BACKBONES.get(name)
 
 
 def _type_matches(value: object, default: object) -> bool:

@@ -87,19 +87,6 @@ class VisionTransformerBackbone(VisionTransformer, Backbone):
         """Token-like parameters excluded from weight decay (timm's convention, plus the mask token)."""
         return super().no_weight_decay() | {"mask_token"}
 
-    def _embed(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """Images ``(B, C, H, W)`` → tokens ``(B, 1 + N, D)`` with position embeddings, ready for the blocks."""
-        x = self.patch_embed(x)  # (B, h, w, D): NHWC because dynamic_img_size defers flattening
-        if mask is not None:
-            B, h, w, _ = x.shape
-            if mask.shape != (B, h * w):
-                raise ValueError(f"mask must have shape {(B, h * w)} (batch, patches), got {tuple(mask.shape)}")
-            # Replace the patch embedding before the position embedding is added (iBOT, BEiT).
-            x = torch.where(mask.view(B, h, w, 1), self.mask_token.to(x.dtype), x)
-        x = self._pos_embed(x)  # prepends CLS, adds (interpolated) position embedding
-        x = self.patch_drop(x)
-        return self.norm_pre(x)
-
     def forward_tokens(self, x: Tensor, mask: Optional[Tensor] = None) -> TokenFeatures:
         """CLS and patch tokens after the final LayerNorm.
 
@@ -110,36 +97,65 @@ class VisionTransformerBackbone(VisionTransformer, Backbone):
         Returns:
             :class:`TokenFeatures` with ``cls (B, D)`` and ``patches (B, N, D)``.
         """
-        x = self._embed(x, mask)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        x = self.norm(x)  # (B, 1 + N, D)
-        return TokenFeatures(cls=x[:, 0], patches=x[:, self.num_prefix_tokens:])
+        return vit_forward_tokens(self, x, mask, self.mask_token)
 
     def forward(self, x: Tensor) -> Tensor:
         """Images ``(B, C, H, W)`` → CLS token ``(B, D)``."""
         return self.forward_tokens(x).cls
 
     def get_last_attention(self, x: Tensor) -> Tensor:
-        """Attention probabilities of the last block, ``(B, heads, 1 + N, 1 + N)``; row 0 is the CLS query.
+        """Attention probabilities of the last block, ``(B, heads, 1 + N, 1 + N)``; row 0 is the CLS query."""
+        return vit_last_attention(self, x)
 
-        timm's attention calls fused ``scaled_dot_product_attention``, which never materialises
-        the probabilities, so the last block's softmax(q·kᵀ/√d) is recomputed here from its own
-        projections (no extra parameters, nothing changes for ordinary forwards).
-        """
-        x = self._embed(x)
-        for block in self.blocks[:-1]:
-            x = block(x)
-        last = self.blocks[-1]
-        attn = last.attn
-        y = last.norm1(x)
-        B, T, _ = y.shape
-        qkv = attn.qkv(y).reshape(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, _ = qkv.unbind(0)  # (B, heads, T, head_dim) each
-        q, k = attn.q_norm(q), attn.k_norm(k)
-        return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+
+# The token functions take any timm ``VisionTransformer``, so ``timm:vit_*`` backbones
+# (selfsup.backbones.timm) give iBOT/DINOv2 the same patch tokens and masks as the built-in ViTs.
+def vit_embed(vit: VisionTransformer, x: Tensor, mask: Optional[Tensor] = None,
+              mask_token: Optional[Tensor] = None) -> Tensor:
+    """Images ``(B, C, H, W)`` → tokens ``(B, T, D)`` with position embeddings, ready for the blocks."""
+    x = vit.patch_embed(x)  # (B, h, w, D) with dynamic_img_size (flattening deferred), else (B, N, D)
+    if mask is not None:
+        B, num_patches = x.shape[0], x.shape[1:-1].numel()
+        if mask.shape != (B, num_patches):
+            raise ValueError(f"mask must have shape {(B, num_patches)} (batch, patches), got {tuple(mask.shape)}")
+        # Replace the patch embedding before the position embedding is added (iBOT, BEiT).
+        x = torch.where(mask.view(*x.shape[:-1], 1), mask_token.to(x.dtype), x)
+    x = vit._pos_embed(x)  # prepends CLS (and register tokens), adds (interpolated) position embedding
+    x = vit.patch_drop(x)
+    return vit.norm_pre(x)
+
+
+def vit_forward_tokens(vit: VisionTransformer, x: Tensor, mask: Optional[Tensor] = None,
+                       mask_token: Optional[Tensor] = None) -> TokenFeatures:
+    """The pooled token (timm's ``forward_head``: the CLS token for ``global_pool='token'``) and
+    the patch tokens after the final norm; ``mask (B, N)`` replaces patches by ``mask_token``."""
+    x = vit_embed(vit, x, mask, mask_token)
+    if vit.grad_checkpointing and not torch.jit.is_scripting():
+        x = checkpoint_seq(vit.blocks, x)
+    else:
+        x = vit.blocks(x)
+    x = vit.norm(x)  # (B, prefix + N, D)
+    return TokenFeatures(cls=vit.forward_head(x), patches=x[:, vit.num_prefix_tokens:])
+
+
+def vit_last_attention(vit: VisionTransformer, x: Tensor) -> Tensor:
+    """Attention probabilities of the last block, ``(B, heads, T, T)``; row 0 is the CLS query.
+
+    timm's attention calls fused ``scaled_dot_product_attention``, which never materialises
+    the probabilities, so the last block's softmax(q·kᵀ/√d) is recomputed here from its own
+    projections (no extra parameters, nothing changes for ordinary forwards).
+    """
+    x = vit_embed(vit, x)
+    for block in vit.blocks[:-1]:
+        x = block(x)
+    last = vit.blocks[-1]
+    attn = last.attn
+    y = last.norm1(x)
+    B, T, _ = y.shape
+    qkv = attn.qkv(y).reshape(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, _ = qkv.unbind(0)  # (B, heads, T, head_dim) each
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
 
 
 def _vit(embed_dim: int, num_heads: int, in_channels: int, patch_size: int, image_size: int,

@@ -15,7 +15,10 @@ from selfsup.errors import ConfigError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("curate", help="pick the uncurated images nearest to a curated set (DINOv2 curation)")
+    p = subparsers.add_parser("curate", help="pick the uncurated images nearest to a curated set (DINOv2 curation)",
+                              description="DINOv2's curation (Oquab et al. 2023, Sec. 3) with any trained encoder: embed "
+                              "both sets, remove near-duplicates of the uncurated pool, and keep the pool images "
+                              "nearest to each curated one; writes the selected file list.")
     p.add_argument("--checkpoint", required=True, help="a .ckpt from `selfsup train`, an exported encoder, or 'random'")
     p.add_argument("--uncurated", required=True, help="the pool to select from: folder:PATH or a directory")
     p.add_argument("--curated", required=True, help="directory of curated (query) images: folder:PATH or a directory")

@@ -17,7 +17,10 @@ KINDS = {
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("viz", help="save a PNG picture: pca, attention, tsne, retrieval, curves")
+    p = subparsers.add_parser("viz", help="save a PNG picture: pca, attention, tsne, retrieval, curves",
+                              description="Save a PNG picture of an encoder (patch-feature PCA, ViT attention, "
+                              "t-SNE of features, nearest-neighbour retrieval) or of a run's training curves; "
+                              "`selfsup viz KIND --help` for each kind's options.")
     kinds = p.add_subparsers(dest="kind", required=True)
     for kind, help_text in KINDS.items():
         q = kinds.add_parser(kind, help=help_text, description=help_text)

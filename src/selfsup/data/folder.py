@@ -53,6 +53,7 @@ class FolderDataset(ImageDataset):
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DataError(f"image folder {root} does not exist")
+        self.root = root
         classes = sorted(d.name for d in root.iterdir()
                          if d.is_dir() and not d.name.startswith(".") and _images(d))
         if classes:
@@ -102,6 +103,10 @@ class FolderDataset(ImageDataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def relative_path(self, i: int) -> str:
+        """Path of image ``i`` relative to the folder, with ``/`` separators (``"cat/001.jpg"``)."""
+        return Path(self.files[i]).relative_to(self.root).as_posix()
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         with self._open(self.files[i]) as image:

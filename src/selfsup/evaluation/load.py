@@ -15,6 +15,7 @@ from selfsup.io import atomic_torch_save, load_torch_file
 
 RANDOM = "random"
 ENCODER_FORMAT = "selfsup-encoder/1"
+EXPORT_FORMAT = "selfsup-export/1"  # the JSON beside `selfsup export`'s files (selfsup.export)
 _BACKBONE_PREFIX = "method.backbone."
 _METHOD_PREFIX = "method."
 
@@ -86,6 +87,8 @@ def load_encoder(
     path = Path(checkpoint)
     if not path.is_file():
         raise ConfigError(f"checkpoint '{path}' does not exist (give a .ckpt from `selfsup train`, an exported encoder, or 'random')")
+    if path.suffix == ".safetensors":
+        return _load_safetensors_export(path)
     stored = load_torch_file(path, "a selfsup checkpoint or exported encoder")
     source = f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
     if isinstance(stored, dict) and stored.get("format") == ENCODER_FORMAT:
@@ -111,6 +114,37 @@ def load_encoder(
     encoder = build_backbone(name, in_channels=channels, **args)
     encoder.load_state_dict(state)
     return LoadedEncoder(encoder, name, dict(args), channels, source, config)
+
+
+def _load_safetensors_export(path: Path) -> LoadedEncoder:
+    """An encoder from ``selfsup export`` (safetensors with selfsup's keys): the weights, rebuilt
+    as the JSON beside them (``<name>.json``, or a Hub folder's ``config.json``) says."""
+    import json
+
+    from safetensors.torch import load_file
+
+    sidecar = path.with_suffix(".json") if path.with_suffix(".json").is_file() else path.parent / "config.json"
+    if not sidecar.is_file():
+        raise ConfigError(f"'{path}' has no {path.with_suffix('.json').name} beside it (written by `selfsup export`) "
+                          "to say how to rebuild the encoder")
+    stored = json.loads(sidecar.read_text())
+    stored = stored.get("selfsup", stored)  # a Hub folder's config.json holds selfsup's config under "selfsup"
+    if stored.get("format") != EXPORT_FORMAT:
+        raise ConfigError(f"'{sidecar}' is not a selfsup export config (format {stored.get('format')!r}, "
+                          f"expected {EXPORT_FORMAT!r})")
+    if stored.get("library"):
+        library = stored["library"]["name"]
+        raise ConfigError(f"'{path}' holds {library} weights; load them with {library}: {stored.get('load')}")
+    name, args, channels, spec = stored["backbone"], stored["backbone_args"], stored["in_channels"], stored.get("method_spec")
+    state = load_file(str(path))
+    source = f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+    config = stored.get("training_config")
+    if spec is not None:
+        encoder = _method_encoder(spec, name, args, state, state_is_encoder=True)
+    else:
+        encoder = build_backbone(name, in_channels=channels, **args)
+        encoder.load_state_dict(state)
+    return LoadedEncoder(encoder, name, dict(args), channels, source, config, spec)
 
 
 def export_encoder(loaded: LoadedEncoder, path: str | Path) -> Path:

@@ -29,7 +29,7 @@ def build_method(
     cls = METHODS.get(name)
     if cls.backbone_kind == "vit" and not hasattr(backbone, "forward_tokens"):
         raise ConfigError(f"method '{name}' needs a ViT backbone (patch tokens), got {type(backbone).__name__}; "
-                          f"use e.g. --backbone vit-tiny")
+                          f"use e.g. --backbone vit-tiny or a timm ViT such as timm:vit_small_patch16_224")
     return cls(backbone, cls.make_config(args or {}), data)
 
 

@@ -76,7 +76,7 @@ class IBOT(DINO):
     ) -> None:
         if not hasattr(backbone, "forward_tokens") or not hasattr(backbone, "mask_token"):
             raise ConfigError(f"{type(self).__name__} needs a ViT backbone with patch tokens and a mask token, "
-                              f"got {type(backbone).__name__}; use e.g. --backbone vit-tiny")
+                              f"got {type(backbone).__name__}; use e.g. --backbone vit-tiny or timm:vit_small_patch16_224")
         super().__init__(backbone, config, data)
         cfg = self.config
         _check_ibot_config(cfg)
