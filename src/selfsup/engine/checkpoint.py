@@ -32,10 +32,14 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that writes every checkpoint atomically."""
+    """Lightning checkpoint I/O that writes every checkpoint atomically; ``last_written`` is the
+    last checkpoint this process wrote completely (the divergence guard names it)."""
+
+    last_written: Optional[Path] = None
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
         atomic_torch_save(checkpoint, path)
+        self.last_written = Path(path)
 
 
 def capture_rng_state() -> Dict[str, Any]:
