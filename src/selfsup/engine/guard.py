@@ -103,6 +103,10 @@ class DivergenceGuard(Callback):
         if trainer.global_step % every == 0:
             self.check_loss(trainer)
 
+    def on_train_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        # Before the module's epoch-end monitors (kNN, health) compute on a diverged model.
+        self.check_loss(trainer)
+
     def check_loss(self, trainer: "L.Trainer") -> None:
         """Read the flag (one small device-to-host copy) and stop if a loss was not finite."""
         step = int(self._first_bad_step) if self._first_bad_step is not None else -1

@@ -30,7 +30,14 @@ RESUMABLE_KEYS: Tuple[str, ...] = (
     "eval.",
 )
 
-_ABSENT = "(absent)"
+class _Absent:
+    """A key one of the two configs does not have."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+ABSENT = _Absent()
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -57,8 +64,8 @@ def config_changes(stored: Mapping[str, Any], requested: TrainConfig) -> List[Tu
     except ConfigError:  # written by a version with other keys: compare what is there
         old = flatten(stored)
     new = flatten(requested.to_dict())
-    return [(k, old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in sorted(set(old) | set(new))
-            if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+    return [(k, old.get(k, ABSENT), new.get(k, ABSENT)) for k in sorted(set(old) | set(new))
+            if old.get(k, ABSENT) != new.get(k, ABSENT)]
 
 
 def check_resume_config(stored: Mapping[str, Any], requested: TrainConfig, checkpoint: Path) -> None:

@@ -43,6 +43,10 @@ LOGGERS: Dict[str, Optional[tuple]] = {
 }
 
 
+def package_installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
 def check_loggers(names: List[str]) -> None:
     """One line naming the pip extra for a logger whose package is not installed."""
     for name in names:
@@ -50,7 +54,7 @@ def check_loggers(names: List[str]) -> None:
         if need is None:
             continue
         package, extra = need
-        if importlib.util.find_spec(package) is None:
+        if not package_installed(package):
             install = f"pip install 'selfsup[{extra}]'" if extra else f"pip install {package}"
             raise ConfigError(f"trainer.logger '{name}' needs the {package} package: {install}")
 

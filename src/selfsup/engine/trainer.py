@@ -118,6 +118,25 @@ def read_checkpoint_config(path: str | Path) -> Dict[str, Any]:
     return checkpoint[CHECKPOINT_KEY]
 
 
+class EpochCheckpoints(ModelCheckpoint):
+    """``last.ckpt`` every epoch plus the ``save_top_k`` most recent epoch checkpoints
+    (``trainer.keep_checkpoints``). Two changes to Lightning's ModelCheckpoint: with
+    ``save_top_k=0`` it would write last.ckpt only when training ends (a kill would lose the whole
+    run), and the bookkeeping of kept files is restored on resume only under the same
+    ``save_top_k`` (Lightning's would index a missing k-th file); files kept under another value
+    stay on disk."""
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode, every_n_epochs=self._every_n_epochs,
+                                        save_top_k=self.save_top_k)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.save_top_k == 0 and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def runs_on_cpu(accelerator: str) -> bool:
     """Whether Lightning's ``accelerator`` setting trains on the CPU here."""
     return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
@@ -225,10 +244,8 @@ def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Cal
     if config.trainer.cpu_convolution == "winograd" and runs_on_cpu(config.trainer.accelerator):
         use_winograd(module.method)  # 3×3 stride-1 convolutions of float32 CPU steps (selfsup.ops.winograd)
 
-    if rank_zero:  # only now, with the run validated: config.yaml always describes the checkpoints
-        write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     keep = config.trainer.keep_checkpoints
-    checkpointing = ModelCheckpoint(
+    checkpointing = EpochCheckpoints(
         dirpath=output_dir,
         filename="epoch={epoch:03d}",
         auto_insert_metric_name=False,
@@ -250,6 +267,8 @@ def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Cal
         raise
     except (ValueError, TypeError) as err:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"Lightning refused the trainer settings: {str(err).strip().splitlines()[0]}") from err
+    if rank_zero:  # only now, with the run validated: config.yaml always describes the checkpoints
+        write_text_atomic(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     # config.yaml is ours: the folder is expected to be non-empty. The LeafSpec notice is
     # Lightning's own use of a deprecated torch API, nothing a user can act on.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
