@@ -221,6 +221,10 @@ def test_resume_accepts_the_allowed_keys_and_rewrites_config_yaml(shapes_folder,
     saved = load_yaml(out / "config.yaml")
     assert saved["epochs"] == 2 and saved["num_workers"] == 1 and saved["eval"]["knn_k"] == 3
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+    # keep_checkpoints changed: the file bookkeeping starts afresh, last.ckpt is still last.ckpt.
+    assert sorted(n for n in os.listdir(out) if n.endswith(".ckpt")) == ["epoch=000.ckpt", "epoch=001.ckpt",
+                                                                         "last.ckpt"]
+    assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 6
 
 
 def test_allowed_and_refused_keys():

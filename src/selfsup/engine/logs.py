@@ -112,14 +112,16 @@ class AppendingCSVLogger(CSVLogger):
         return self._experiment
 
 
-def _run_id(output_dir: Path, name: str, make: Any) -> str:
-    """A logger's run id for this run folder: read back on resume, created once otherwise."""
+def _run_id(output_dir: Path, name: str, make: Any, write: bool) -> str:
+    """A logger's run id for this run folder: read back on resume, created once otherwise
+    (written by rank 0 only; the other ranks' loggers log nothing)."""
     path = output_dir / LOGS / f"{name}_run_id"
     if path.is_file() and path.read_text().strip():
         return path.read_text().strip()
     run_id = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(run_id + "\n")
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(run_id + "\n")
     return run_id
 
 
@@ -135,7 +137,7 @@ class _RememberMlflowRun(Callback):
             self.path.write_text(f"{self.logger.run_id}\n")
 
 
-def build_loggers(names: List[str], output_dir: Path, start_step: int, resumed: bool) -> tuple:
+def build_loggers(names: List[str], output_dir: Path, start_step: int, resumed: bool, rank_zero: bool = True) -> tuple:
     """``(loggers, callbacks)`` for ``trainer.logger``; ``start_step`` is the step the run starts at."""
     check_loggers(names)
     loggers: List[Logger] = []
@@ -150,7 +152,7 @@ def build_loggers(names: List[str], output_dir: Path, start_step: int, resumed: 
         elif name == "wandb":
             from lightning.pytorch.loggers import WandbLogger
 
-            run_id = _run_id(output_dir, "wandb", lambda: secrets.token_hex(4))
+            run_id = _run_id(output_dir, "wandb", lambda: secrets.token_hex(4), write=rank_zero)
             loggers.append(WandbLogger(save_dir=str(output_dir), name=output_dir.name, id=run_id, resume="allow",
                                        project=os.environ.get("WANDB_PROJECT", "selfsup"),
                                        offline="WANDB_MODE" not in os.environ))

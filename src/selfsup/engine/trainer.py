@@ -255,11 +255,15 @@ def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Cal
         monitor="epoch" if keep > 0 else None,
         mode="max",
         save_last=True,
+        # The run holds the folder (RunLock): a name that exists is this run's own file, to be
+        # replaced, never a reason for Lightning's "last-v1.ckpt".
+        enable_version_counter=False,
     )
     checkpoint_io = AtomicCheckpointIO()
     guard = DivergenceGuard(checkpoint_io, resumed_from=last if resume else None,
                             sentinel_keys=tuple(f"method.{name}" for name in module.method.sentinel_buffers))
-    loggers, logger_callbacks = build_loggers(config.trainer.logger, output_dir, plan.start_step, resume)
+    loggers, logger_callbacks = build_loggers(config.trainer.logger, output_dir, plan.start_step, resume,
+                                              rank_zero)
     try:
         trainer = _lightning_trainer(config, output_dir, [guard, checkpointing, *logger_callbacks, *callbacks],
                                      loggers, checkpoint_io)
