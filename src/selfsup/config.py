@@ -304,9 +304,14 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.MarkedYAMLError as err:
+        def at(mark: Any) -> str:
+            return f"line {mark.line + 1}, column {mark.column + 1}"
+
         mark = err.problem_mark or err.context_mark
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = " ".join(str(p) for p in (err.context, err.problem) if p) or str(err).splitlines()[0]
+        where = f", {at(mark)}" if mark is not None else ""
+        problem = err.problem or err.context or str(err).splitlines()[0]
+        if err.problem and err.context:  # e.g. "while parsing a flow sequence" started elsewhere
+            problem += f" ({err.context}{' at ' + at(err.context_mark) if err.context_mark else ''})"
         raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
