@@ -300,6 +300,19 @@ def test_loss_flag_is_read_before_each_checkpoint_and_names_the_resumed_one(shap
     floating_state_is_finite(out)
 
 
+def test_a_non_finite_checkpoint_from_before_the_guard_is_never_called_good(shapes_folder, tmp_path):
+    """last.ckpt written by an unguarded version with inf BatchNorm statistics (the lr=1e4 case):
+    resuming from it, the run stops at its first checkpoint and does not name it as the last good one."""
+    out = tmp_path / "run"
+    train(tiny_config(shapes_folder, out, "epochs=1"))
+    ckpt = torch.load(out / "last.ckpt", weights_only=True)
+    ckpt["state_dict"]["method.backbone.bn1.running_var"][0] = float("inf")
+    torch.save(ckpt, out / "last.ckpt")
+    with pytest.raises(TrainingDiverged, match=r"bn1\.running_var \(1 non-finite\).*no checkpoint with finite values"):
+        train(tiny_config(shapes_folder, out, "epochs=2"), resume=True)
+    assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 3  # not replaced
+
+
 def test_guard_reads_the_flag_only_every_log_every_n_steps(shapes_folder, tmp_path, monkeypatch):
     from selfsup.engine.guard import DivergenceGuard
 
