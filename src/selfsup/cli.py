@@ -101,10 +101,23 @@ def build_train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from selfsup.engine import train
+    from selfsup.engine.run_lock import RunLock, launched_rank
+    from selfsup.engine.trainer import prepare_run
 
     config = build_train_config(args)
-    result = train(config, resume=args.resume)
+    plan = prepare_run(config, resume=args.resume)  # every check that writes nothing, --resume's included
+    # The folder stays ours through training and the evaluation that writes eval.json and features/.
+    with RunLock(config.output_dir, enabled=launched_rank() == 0):
+        return _train_and_evaluate(args, config, plan)
+
+
+def _train_and_evaluate(args: argparse.Namespace, config, plan) -> int:
+    from selfsup.engine import train
+    from selfsup.engine.run_lock import launched_rank
+
+    result = train(config, resume=args.resume, plan=plan)
+    if launched_rank() != 0:  # the other DDP processes Lightning started: rank 0 reports
+        return 0
     print(f"trained {config.method} for {result.epochs} epochs ({result.steps} steps) in {result.seconds / 60:.1f} min; "
           f"checkpoint: {result.last_checkpoint}")
     if args.no_eval or not (config.eval.knn or config.eval.linear):

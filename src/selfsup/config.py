@@ -75,6 +75,14 @@ class TrainerConfig:
     limit_train_batches: Optional[int] = None
     """Stop each epoch after this many batches (quick experiments and tests)."""
     deterministic: bool = False
+    logger: List[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    """Where metrics go, in <output_dir>: any of csv, tensorboard, wandb (offline unless WANDB_MODE is
+    set; pip install 'selfsup[wandb]'), mlflow (file store unless MLFLOW_TRACKING_URI is set; 'selfsup[mlflow]')."""
+    keep_checkpoints: int = 3
+    """Epoch checkpoints kept besides last.ckpt: the N most recent (-1: every epoch's, 0: last.ckpt only)."""
+
+
+LOGGER_CHOICES = ("csv", "tensorboard", "wandb", "mlflow")
 
 
 @dataclass
@@ -166,9 +174,25 @@ class TrainConfig:
             raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
         if not self.eval.memory_budget_gb > 0:
             raise ConfigError(f"eval.memory_budget_gb must be > 0, got {self.eval.memory_budget_gb}")
+        self.trainer.logger = _logger_list(self.trainer.logger)
+        if self.trainer.keep_checkpoints < -1:
+            raise ConfigError(f"trainer.keep_checkpoints must be >= -1 (-1 keeps every epoch's checkpoint), "
+                              f"got {self.trainer.keep_checkpoints}")
         if not self.output_dir:
             self.output_dir = str(Path("runs") / f"{self.method}-{self.data.replace(':', '-').replace('/', '_')}")
         return self
+
+
+def _logger_list(value: Any) -> List[str]:
+    """``trainer.logger`` as a list: a YAML list, one name, or "csv,wandb"; [] or "none" = no logger."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"trainer.logger expects a list of names from {', '.join(LOGGER_CHOICES)}, got {value!r}")
+    names = [n.strip() for n in names if n.strip() and n.strip() != "none"]
+    for name in names:
+        if name not in LOGGER_CHOICES:
+            raise ConfigError(f"unknown trainer.logger '{name}'; valid choices: {', '.join(LOGGER_CHOICES)}")
+    return list(dict.fromkeys(names))
 
 
 # --------------------------------------------------------------------------- building
@@ -283,6 +307,16 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
         raise ConfigError(f"config file '{path}' does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except yaml.MarkedYAMLError as err:
+        def at(mark: Any) -> str:
+            return f"line {mark.line + 1}, column {mark.column + 1}"
+
+        mark = err.problem_mark or err.context_mark
+        where = f", {at(mark)}" if mark is not None else ""
+        problem = err.problem or err.context or str(err).splitlines()[0]
+        if err.problem and err.context:  # e.g. "while parsing a flow sequence" started elsewhere
+            problem += f" ({err.context}{' at ' + at(err.context_mark) if err.context_mark else ''})"
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, Mapping):

@@ -19,4 +19,5 @@ class DataError(SelfSupError, ValueError):
 
 
 class TrainingDiverged(SelfSupError, RuntimeError):
-    """The loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
+    """The loss or the model state became NaN or infinite; training stopped before writing it to a
+    checkpoint (the message names the last checkpoint with finite values, if any)."""

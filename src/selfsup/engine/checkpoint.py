@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -14,10 +15,15 @@ from selfsup.io import atomic_torch_save, load_torch_file
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O that writes every checkpoint atomically and reads it weights-only
-    (:mod:`selfsup.io`), so that ``trainer.fit(ckpt_path=...)`` runs no code from the file."""
+    (:mod:`selfsup.io`), so that ``trainer.fit(ckpt_path=...)`` runs no code from the file;
+    ``last_written`` is the last checkpoint this process wrote completely (the divergence guard
+    names it)."""
+
+    last_written: Optional[Path] = None
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
         atomic_torch_save(checkpoint, path)
+        self.last_written = Path(path)
 
     def load_checkpoint(self, path: Any, map_location: Optional[Any] = None,
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:

@@ -1,8 +1,8 @@
 """The Lightning wrapper around a plain :class:`~selfsup.methods.Method`.
 
 Everything engine-specific lives here: optimizer and schedule, logging, the online linear
-probe, the epoch-end kNN monitor, explicit momentum/queue hooks, non-finite loss detection and
-the RNG state that makes ``--resume`` continue exactly.
+probe, the epoch-end kNN monitor, explicit momentum/queue hooks and the RNG state that makes
+``--resume`` continue exactly.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from selfsup.config import TrainConfig
 from selfsup.data import DatasetInfo
 from selfsup.engine.checkpoint import capture_rng_state, restore_rng_state
 from selfsup.engine.optim import build_optimizer, build_scheduler, split_decay_groups
-from selfsup.errors import TrainingDiverged
 from selfsup.evaluation import extract_features, knn_accuracy
 from selfsup.evaluation.health import SECOND_VIEW_KEY, HealthMonitor
 from selfsup.methods import DataSpec, Progress, build_backbone_for, build_method
@@ -143,11 +142,8 @@ class SelfSupervisedModule(L.LightningModule):
         if self.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         output = self.method(views, indices)
-        if not torch.isfinite(output.loss):
-            raise TrainingDiverged(
-                f"loss became {output.loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                f"stopped, the last good checkpoint in {self.config.output_dir} is kept — try a lower optim.lr"
-            )
+        # A non-finite loss is caught by selfsup.engine.guard.DivergenceGuard, which reads a
+        # device-side flag every log_every_n_steps steps instead of syncing here on every step.
         batch_size = views[0].shape[0]
         if self.health is not None:
             self.health.update(output.features, output.extras.get(SECOND_VIEW_KEY))

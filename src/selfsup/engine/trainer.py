@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import time
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +16,19 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Subset
 
 from selfsup.config import TrainConfig, _build
 from selfsup.data import ImageDataset, TensorImageDataset, TransformDataset, ViewDataset, load_dataset
 from selfsup.engine.allocator import tune_cpu_allocator
 from selfsup.engine.checkpoint import AtomicCheckpointIO
+from selfsup.engine.guard import DivergenceGuard
+from selfsup.engine.lifecycle import check_resume_config, remove_stale_temporaries
+from selfsup.engine.logs import build_loggers, check_loggers
 from selfsup.engine.module import CHECKPOINT_KEY, KnnMonitorData, SelfSupervisedModule
-from selfsup.errors import ConfigError, DataError
+from selfsup.engine.run_lock import RunLock, describe_output_dir_error, launched_rank
+from selfsup.errors import ConfigError, DataError, SelfSupError
+from selfsup.io import atomic_write_text, load_torch_file
 from selfsup.ops import use_winograd
 from selfsup.methods import METHODS
 from selfsup.transforms import MultiViewTransform, ViewConfig, eval_transform
@@ -115,21 +121,67 @@ def read_checkpoint_config(path: str | Path) -> Dict[str, Any]:
     return checkpoint[CHECKPOINT_KEY]
 
 
+class EpochCheckpoints(ModelCheckpoint):
+    """``last.ckpt`` every epoch plus the ``save_top_k`` most recent epoch checkpoints
+    (``trainer.keep_checkpoints``). Two changes to Lightning's ModelCheckpoint: with
+    ``save_top_k=0`` it would write last.ckpt only when training ends (a kill would lose the whole
+    run), and the bookkeeping of kept files is restored on resume only under the same
+    ``save_top_k`` (Lightning's would index a missing k-th file); files kept under another value
+    stay on disk."""
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode, every_n_epochs=self._every_n_epochs,
+                                        save_top_k=self.save_top_k)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.save_top_k == 0 and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def runs_on_cpu(accelerator: str) -> bool:
     """Whether Lightning's ``accelerator`` setting trains on the CPU here."""
     return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
                                     and not torch.backends.mps.is_available())
 
 
-def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:
-    """Pre-train ``config.method`` and return where the checkpoints are.
+def check_precision(precision: str) -> None:
+    """``trainer.precision`` against the values Lightning accepts, listed in one line."""
+    try:
+        from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+    except ImportError:  # Lightning moved them: its own error will do
+        return
+    valid = [*typing.get_args(_PRECISION_INPUT_STR), *typing.get_args(_PRECISION_INPUT_STR_ALIAS)]
+    if valid and str(precision) not in valid:
+        raise ConfigError(f"unknown trainer.precision '{precision}'; valid choices: {', '.join(valid)}")
 
-    With ``resume`` the run continues from ``output_dir/last.ckpt``: same step, same learning
-    rate schedule, same optimizer state and RNG streams as if it had never stopped.
-    """
+
+@dataclass
+class RunPlan:
+    """What :func:`prepare_run` found: the folder, and for ``--resume`` where the run restarts."""
+
+    output_dir: Path
+    last: Path
+    resume: bool
+    start_step: int = 0
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step stored in a Lightning checkpoint (memory-mapped: the weights are not read)."""
+    return int(load_torch_file(path, "a selfsup training checkpoint", mmap=True).get("global_step", 0))
+
+
+def prepare_run(config: TrainConfig, resume: bool = False) -> RunPlan:
+    """Every check that needs no write: settings Lightning or the method would refuse late, and
+    for ``resume`` the requested config against the checkpoint's (see
+    :data:`~selfsup.engine.lifecycle.RESUMABLE_KEYS`). Nothing in the output folder changes."""
     config.validate()
     output_dir = Path(config.output_dir)
     last = output_dir / LAST_CHECKPOINT
+    check_precision(config.trainer.precision)
+    METHODS.get(config.method).make_config(config.method_args)
+    check_loggers(config.trainer.logger)
     if resume and not last.is_file():
         raise ConfigError(f"--resume: no checkpoint '{last}' to resume from; drop --resume to start a new run")
     if not resume and last.is_file():
@@ -137,6 +189,46 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
             f"'{output_dir}' already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it "
             f"or choose another --output-dir"
         )
+    if not resume:
+        return RunPlan(output_dir, last, resume)
+    check_resume_config(read_checkpoint_config(last)["config"], config, last)
+    return RunPlan(output_dir, last, resume, start_step=checkpoint_step(last))
+
+
+def os_error_line(output_dir: Path, err: OSError) -> str:
+    """One line for an OSError that stopped training: the run folder's problem (full disk, read
+    only, …) unless the error names a file elsewhere (then the error itself)."""
+    in_folder = err.filename is None or Path(str(err.filename)).resolve().is_relative_to(output_dir.resolve())
+    if in_folder or err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return "training stopped: " + describe_output_dir_error(output_dir, err)
+    return f"training stopped: {err}"
+
+
+def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callback] = (),
+          plan: Optional[RunPlan] = None) -> TrainResult:
+    """Pre-train ``config.method`` and return where the checkpoints are.
+
+    With ``resume`` the run continues from ``output_dir/last.ckpt``: same step, same learning
+    rate schedule, same optimizer state and RNG streams as if it had never stopped. The run holds
+    the folder's :class:`~selfsup.engine.run_lock.RunLock` throughout (rank 0 only under DDP);
+    ``plan`` is :func:`prepare_run`'s result when the caller already has it.
+    """
+    config.validate()
+    plan = plan if plan is not None else prepare_run(config, resume)
+    rank_zero = launched_rank() == 0
+    with RunLock(plan.output_dir, enabled=rank_zero):
+        try:
+            return _train_in_folder(config, plan, callbacks, rank_zero)
+        except OSError as err:
+            raise SelfSupError(os_error_line(plan.output_dir, err)) from err
+
+
+def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Callback], rank_zero: bool) -> TrainResult:
+    output_dir, last, resume = plan.output_dir, plan.last, plan.resume
+    if not resume and last.is_file():  # again, now that the folder is ours
+        raise ConfigError(f"'{output_dir}' already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it")
+    if rank_zero:
+        remove_stale_temporaries(output_dir)
     if config.trainer.cpu_allocator == "tuned" and runs_on_cpu(config.trainer.accelerator):
         tune_cpu_allocator()  # before the loader's workers fork, so that they inherit it
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -155,40 +247,35 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
     if config.trainer.cpu_convolution == "winograd" and runs_on_cpu(config.trainer.accelerator):
         use_winograd(module.method)  # 3×3 stride-1 convolutions of float32 CPU steps (selfsup.ops.winograd)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    checkpointing = ModelCheckpoint(
+    keep = config.trainer.keep_checkpoints
+    checkpointing = EpochCheckpoints(
         dirpath=output_dir,
         filename="epoch={epoch:03d}",
         auto_insert_metric_name=False,
         every_n_epochs=1,
-        save_top_k=-1,
+        # The N most recent epochs: ranked by epoch, highest kept (Lightning needs a monitor for N > 1).
+        save_top_k=keep,
+        monitor="epoch" if keep > 0 else None,
+        mode="max",
         save_last=True,
+        # The run holds the folder (RunLock): a name that exists is this run's own file, to be
+        # replaced, never a reason for Lightning's "last-v1.ckpt".
+        enable_version_counter=False,
     )
-    tc = config.trainer
-    trainer = L.Trainer(
-        max_epochs=config.epochs,
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        num_nodes=tc.num_nodes,
-        strategy=tc.strategy,
-        precision=tc.precision,
-        sync_batchnorm=tc.sync_batchnorm,
-        deterministic=tc.deterministic,
-        gradient_clip_val=config.optim.gradient_clip or None,
-        limit_train_batches=tc.limit_train_batches,
-        log_every_n_steps=tc.log_every_n_steps,
-        enable_progress_bar=tc.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[checkpointing, *callbacks],
-        logger=[
-            CSVLogger(output_dir, name="logs", version=""),
-            TensorBoardLogger(output_dir, name="logs", version="", default_hp_metric=False),
-        ],
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=output_dir,
-    )
+    checkpoint_io = AtomicCheckpointIO()
+    guard = DivergenceGuard(checkpoint_io, resumed_from=last if resume else None,
+                            sentinel_keys=tuple(f"method.{name}" for name in module.method.sentinel_buffers))
+    loggers, logger_callbacks = build_loggers(config.trainer.logger, output_dir, plan.start_step, resume,
+                                              rank_zero)
+    try:
+        trainer = _lightning_trainer(config, output_dir, [guard, checkpointing, *logger_callbacks, *callbacks],
+                                     loggers, checkpoint_io)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:  # Lightning's MisconfigurationException is a ValueError
+        raise ConfigError(f"Lightning refused the trainer settings: {str(err).strip().splitlines()[0]}") from err
+    if rank_zero:  # only now, with the run validated: config.yaml always describes the checkpoints
+        atomic_write_text(output_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     # config.yaml is ours: the folder is expected to be non-empty. The LeafSpec notice is
     # Lightning's own use of a deprecated torch API, nothing a user can act on.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
@@ -203,4 +290,29 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         steps=trainer.global_step,
         seconds=time.perf_counter() - start,
         metrics=metrics,
+    )
+
+
+def _lightning_trainer(config: TrainConfig, output_dir: Path, callbacks: List[Callback], loggers: List[Any],
+                       checkpoint_io: AtomicCheckpointIO) -> L.Trainer:
+    tc = config.trainer
+    return L.Trainer(
+        max_epochs=config.epochs,
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        num_nodes=tc.num_nodes,
+        strategy=tc.strategy,
+        precision=tc.precision,
+        sync_batchnorm=tc.sync_batchnorm,
+        deterministic=tc.deterministic,
+        gradient_clip_val=config.optim.gradient_clip or None,
+        limit_train_batches=tc.limit_train_batches,
+        log_every_n_steps=tc.log_every_n_steps,
+        enable_progress_bar=tc.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[checkpoint_io],
+        default_root_dir=output_dir,
     )

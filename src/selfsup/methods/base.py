@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Type
+from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +79,21 @@ class MethodConfig:
     """Base for each method's typed hyper-parameters (subclassed next to the method)."""
 
 
+def check_ranges(config: MethodConfig, method: str) -> None:
+    """Ranges that hold for every method by the meaning of the name: a softmax temperature
+    (``*temperature``, ``*_temp``) divides logits and must be > 0; an exponential moving average
+    coefficient (``*momentum``) must lie in [0, 1]."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if f.name.endswith("temperature") or f.name.endswith("_temp"):
+            if not (0 < value < float("inf")):
+                raise ConfigError(f"method_args.{f.name}={value} for {method} must be a number > 0 (a softmax temperature)")
+        elif f.name.endswith("momentum") and not 0 <= value <= 1:
+            raise ConfigError(f"method_args.{f.name}={value} for {method} must be in [0, 1] (a moving-average coefficient)")
+
+
 class Method(nn.Module):
     """Base class of all self-supervised methods.
 
@@ -87,6 +102,9 @@ class Method(nn.Module):
     """
 
     Config: ClassVar[Type[MethodConfig]] = MethodConfig
+    #: buffers that hold NaN/inf on purpose (a "not computed yet" marker): the engine's check that
+    #: no checkpoint is written with non-finite values skips them.
+    sentinel_buffers: ClassVar[Tuple[str, ...]] = ()
     #: number of global views the method consumes (2 for SimCLR / BYOL).
     num_views: ClassVar[int] = 2
     #: which backbones fit: "any", or "vit" for methods that need patch tokens and masks (iBOT).
@@ -129,7 +147,9 @@ class Method(nn.Module):
                 f"unknown option(s) {', '.join(unknown)} for method {cls.__name__}; "
                 f"valid: {', '.join(sorted(names)) or '(none)'}"
             )
-        return cls.Config(**dict(values))
+        config = cls.Config(**dict(values))
+        check_ranges(config, cls.__name__)
+        return config
 
     def forward(self, views: List[Tensor], indices: Optional[Tensor] = None) -> MethodOutput:
         """

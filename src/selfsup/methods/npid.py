@@ -61,6 +61,7 @@ class NPID(Method):
     Config = NPIDConfig
     config: NPIDConfig
     num_views = 1
+    sentinel_buffers = ("log_normalizer",)  # NaN until NCE's first step estimates it
 
     def __init__(
         self, backbone: nn.Module, config: Optional[NPIDConfig] = None, data: Optional[DataSpec] = None
