@@ -182,7 +182,7 @@ def test_export_into_a_file_path_is_one_cli_line(tmp_path, capsys):
 
     encoder = export_encoder(load_encoder("random", "resnet18-tiny", {}, in_channels=1), tmp_path / "enc.pt")
     (tmp_path / "taken").write_text("a file")
-    code = main(["export", "--checkpoint", str(encoder), "--output", str(tmp_path / "taken" / "enc.pt")])
+    code = main(["export", "--checkpoint", str(encoder), "--output", str(tmp_path / "taken" / "enc.safetensors")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == [f"selfsup: error: cannot write '{tmp_path / 'taken' / 'enc.pt'}': "
+    assert code == 2 and err == [f"selfsup: error: cannot write '{tmp_path / 'taken' / 'enc.safetensors'}': "
                                  f"'{tmp_path / 'taken'}' is a file, not a folder"]

@@ -201,10 +201,16 @@ def test_a_real_checkpoint_needs_no_extra_allowed_globals(world):
 
 
 def test_exports_and_classifiers_load_weights_only(world, tmp_path, capsys):
-    assert main(["export", "--checkpoint", str(world["checkpoint"]), "--output", str(tmp_path / "enc.pt")]) == 0
+    from selfsup.evaluation import export_encoder, load_encoder
+
+    # The legacy pickled export (selfsup-encoder/1, still written by export_encoder) reads weights-only.
+    export_encoder(load_encoder(str(world["checkpoint"])), tmp_path / "enc.pt")
     assert load_torch_file(tmp_path / "enc.pt", "an encoder")["format"] == "selfsup-encoder/1"
-    assert main(["eval", "knn", "--checkpoint", str(tmp_path / "enc.pt"), "--data", f"folder:{world['data']}",
-                 "--k", "3"]) == 0
+    # The command's default export is safetensors + JSON: no pickle at all.
+    assert main(["export", "--checkpoint", str(world["checkpoint"]), "--output", str(tmp_path / "enc.safetensors")]) == 0
+    for exported in ("enc.pt", "enc.safetensors"):
+        assert main(["eval", "knn", "--checkpoint", str(tmp_path / exported), "--data", f"folder:{world['data']}",
+                     "--k", "3"]) == 0
 
 
 def test_load_torch_file_messages(tmp_path):

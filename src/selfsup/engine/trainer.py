@@ -110,7 +110,6 @@ def build_knn_monitor(config: TrainConfig, dataset: ImageDataset, views: ViewCon
 
 def read_checkpoint_config(path: str | Path) -> Dict[str, Any]:
     """The training config stored in a selfsup checkpoint."""
-    from selfsup.io import load_torch_file
 
     path = Path(path)
     if not path.is_file():

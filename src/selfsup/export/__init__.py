@@ -94,7 +94,6 @@ def export_encoder_as(checkpoint: str, export_format: str = "safetensors", outpu
         except ConfigError as err:
             raise ConfigError(f"--format {export_format}: {err}; formats that work: "
                               f"{', '.join(formats_that_work(loaded))}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
     writer = {"safetensors": _write_safetensors, "torchvision": _write_library, "timm": _write_library,
               "onnx": _write_onnx, "torchscript": _write_torchscript}[export_format]
     meta = stored_metadata(checkpoint)
