@@ -17,7 +17,7 @@ from selfsup.config import make_config
 from selfsup.engine import resolve_views
 from selfsup.methods import METHODS, Progress, build_method
 from selfsup.methods.dino import DINO, fit_to_patches
-from selfsup.methods.momentum import cosine_momentum
+from selfsup.schedules import cosine
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
 
 
@@ -123,7 +123,7 @@ def test_teacher_receives_no_gradient_and_follows_the_ema_formula():
     optimizer.step()
     center_before = method.centering.center.clone()
     method.on_step_end(out, progress)
-    m = cosine_momentum(0.996, 0.3)
+    m = cosine(0.996, 1.0, 0.3)
     for old, new, student in zip(teacher_before, method.teacher_head.parameters(), method.head.parameters()):
         assert torch.allclose(new, m * old + (1 - m) * student, atol=1e-6)
     # The teacher keeps the BatchNorm statistics of its own (global-view) batches.

@@ -15,7 +15,7 @@ from selfsup.losses.sinkhorn import sinkhorn_knopp
 from selfsup.methods import Progress
 from selfsup.methods.dinov2 import DINOv2
 from selfsup.methods.ibot import IBOT
-from selfsup.methods.momentum import cosine_momentum
+from selfsup.schedules import cosine
 from selfsup.transforms.masking import block_mask, sample_masks
 
 HEAD = dict(out_dim=24, patch_out_dim=20, head_hidden_dim=16, head_bottleneck_dim=8)
@@ -201,7 +201,7 @@ def test_dinov2_separate_heads_sinkhorn_and_koleo():
     before = [p.clone() for p in method.teacher_patch_head.parameters()]
     optimizer.step()
     method.on_step_end(out, Progress(step=1, total_steps=10))
-    m = cosine_momentum(0.992, 0.1)
+    m = cosine(0.992, 1.0, 0.1)
     for old, new, student in zip(before, method.teacher_patch_head.parameters(), method.patch_head.parameters()):
         assert torch.allclose(new, m * old + (1 - m) * student, atol=1e-6)
 

@@ -19,7 +19,6 @@ Plain PyTorch: models, data loaders and loops; the ``selfsup distill`` command
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from selfsup.data import UNLABELED, ImageDataset, TransformDataset
 from selfsup.errors import DataError
 from selfsup.evaluation import extract_features, topk_accuracy
+from selfsup.schedules import cosine_at_step
 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -168,7 +168,7 @@ def _train(model: nn.Module, dataset: Dataset, settings: TrainSettings,
         losses = []
         for images, labels in loader:
             for group in optimizer.param_groups:  # cosine decay per step (Loshchilov & Hutter 2017)
-                group["lr"] = 0.5 * settings.lr * (1 + math.cos(math.pi * step / max(1, total)))
+                group["lr"] = cosine_at_step(settings.lr, 0.0, step, max(1, total))
             loss = step_loss(images.to(settings.device), torch.as_tensor(labels).to(settings.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

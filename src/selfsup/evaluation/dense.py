@@ -39,6 +39,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from selfsup.data import DatasetInfo, FolderDataset
 from selfsup.errors import ConfigError, DataError
+from selfsup.schedules import cosine_at_step
 
 IGNORE_INDEX = 255
 """Mask value of pixels that are neither scored nor trained on."""
@@ -266,7 +267,7 @@ def train_dense_probe(train_features: Tensor, train_masks: Tensor, num_classes: 
         order, running = torch.randperm(n, generator=generator).to(device), 0.0
         for start in range(0, n, settings.batch_size):
             for group in optimizer.param_groups:
-                group["lr"] = 0.5 * settings.lr * (1.0 + math.cos(math.pi * step / total_steps))
+                group["lr"] = cosine_at_step(settings.lr, 0.0, step, total_steps)
             idx = order[start:start + settings.batch_size]
             logits = F.interpolate(conv(x_train[idx]), size=y_train.shape[-2:], mode="bilinear", align_corners=False)
             loss = F.cross_entropy(logits, y_train[idx], ignore_index=IGNORE_INDEX)
