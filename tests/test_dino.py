@@ -10,7 +10,6 @@ from selfsup.backbones import build_backbone
 from selfsup.data import DatasetInfo
 from selfsup.errors import ConfigError
 from selfsup.heads.dino import DINOHead
-from selfsup.losses.dino import teacher_temperature
 from selfsup.cli import RECIPES
 from selfsup.config import make_config
 from selfsup.engine import resolve_views

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from selfsup.backbones import build_backbone
 from selfsup.errors import ConfigError
-from selfsup.losses.koleo import koleo_loss
 from selfsup.methods import Progress
 from selfsup.methods.dinov2 import DINOv2
 from selfsup.methods.ibot import IBOT

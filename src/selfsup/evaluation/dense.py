@@ -29,7 +29,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from selfsup.data import DatasetInfo
-from selfsup.data.segmentation import IGNORE_INDEX, SegmentationFolder, load_segmentation
+from selfsup.data.segmentation import IGNORE_INDEX, SegmentationFolder
+from selfsup.data.segmentation import load_segmentation  # noqa: F401 (re-exported: the protocol's data reader)
 from selfsup.errors import ConfigError, DataError
 from selfsup.schedules import cosine_at_step
 
