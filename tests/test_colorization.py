@@ -1,5 +1,5 @@
-"""Colorization (Zhang et al. 2016): Lab conversions, ab bins, soft encoding, rebalancing, the
-annealed mean, the method on generated colour images, and `selfsup colorize`."""
+"""Colorization (Zhang et al. 2016): Lab conversions, ab bins, soft encoding, the annealed mean, the
+method on generated colour images, and `selfsup colorize` (loss and rebalancing: tests/losses/)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from selfsup.backbones import build_backbone
 from selfsup.cli import main
 from selfsup.data import DatasetInfo
 from selfsup.errors import ConfigError
-from selfsup.losses.colorization import ClassRebalancing, soft_cross_entropy
 from selfsup.methods import DataSpec, Progress, build_backbone_for, build_method
 from selfsup.methods.colorization import Colorization
 from selfsup.transforms.color import (
@@ -172,45 +171,6 @@ def test_soft_encoding_matches_the_gaussian_over_five_nearest_bins():
         assert torch.allclose(z[0, :, p, 0], expected, atol=1e-6)
         assert z[0, :, p, 0].argmax() == order[0] and z[0, order[0], p, 0] > 0.3  # most mass on the nearest bin
         assert (z[0, :, p, 0] > 0).sum() == 5
-
-
-def test_rebalancing_weights_have_expectation_one_and_follow_eq_4():
-    bins = ab_gamut_bins()
-    rebalancing = ClassRebalancing(bins, mix=0.5, sigma=5.0)
-    assert torch.allclose(rebalancing.weights(), torch.ones(len(bins)))  # nothing seen yet
-    histogram = torch.zeros(len(bins), dtype=torch.int64)
-    grey = int(((bins - 0) ** 2).sum(1).argmin())
-    histogram[grey] = 1000
-    histogram[:50] += torch.arange(50)
-    rebalancing.update_(histogram)
-    p = rebalancing.distribution()
-    w = rebalancing.weights()
-    assert torch.isclose(p.sum(), torch.tensor(1.0), atol=1e-5)
-    assert torch.isclose((p * w).sum(), torch.tensor(1.0), atol=1e-5)
-    # Naive Eq. 4: smooth the histogram with a Gaussian kernel per bin, mix with uniform, invert.
-    empirical = histogram.double() / histogram.sum()
-    smoothed = torch.zeros(len(bins), dtype=torch.float64)
-    for r in range(len(bins)):
-        kernel = torch.exp(-((bins.double() - bins[r].double()) ** 2).sum(1) / (2 * 25.0))
-        smoothed += empirical[r] * kernel / kernel.sum()
-    naive = 1 / (0.5 * smoothed + 0.5 / len(bins))
-    naive = naive / (smoothed * naive).sum()
-    assert torch.allclose(w.double(), naive, rtol=1e-4)
-    assert w[grey] < 1 < w.max()  # the common colour is down-weighted, rare ones up
-
-
-def test_soft_cross_entropy_matches_naive_loops():
-    torch.manual_seed(0)
-    logits = torch.randn(2, 5, 3, 2)
-    target = torch.softmax(torch.randn(2, 5, 3, 2), dim=1)
-    weights = torch.rand(2, 3, 2)
-    total = 0.0
-    for b in range(2):
-        for h in range(3):
-            for w in range(2):
-                log_p = torch.log_softmax(logits[b, :, h, w], dim=0)
-                total += -weights[b, h, w] * (target[b, :, h, w] * log_p).sum()
-    assert torch.isclose(soft_cross_entropy(logits, target, weights), total / 12, atol=1e-6)
 
 
 def test_annealed_mean_interpolates_between_mean_and_mode():

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from selfsup.apps.curation import curate, deduplicate, image_folder, near_duplicate_groups, retrieve, training_info
 from selfsup.cli import main
-from selfsup.curation import curate, deduplicate, image_folder, near_duplicate_groups, retrieve, training_info
 from selfsup.errors import ConfigError, DataError
 from selfsup.evaluation import export_encoder, load_encoder
 

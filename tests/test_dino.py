@@ -1,7 +1,6 @@
-"""DINO (Caron et al. 2021) against its formulas: the multi-crop cross-entropy, centering,
-sharpening schedule, EMA teacher, frozen prototypes layer and head."""
+"""DINO (Caron et al. 2021) against its formulas: EMA teacher, frozen prototypes layer, head and
+views (the multi-crop cross-entropy, centering and sharpening schedule: tests/losses/test_dino.py)."""
 
-import math
 
 import pytest
 import torch
@@ -11,12 +10,11 @@ from selfsup.backbones import build_backbone
 from selfsup.data import DatasetInfo
 from selfsup.errors import ConfigError
 from selfsup.heads.dino import DINOHead
-from selfsup.losses.dino import TeacherCentering, dino_cross_entropy, teacher_temperature
 from selfsup.config import RECIPES, make_config
 from selfsup.engine import resolve_views
 from selfsup.methods import METHODS, Progress, build_method
 from selfsup.methods.dino import DINO, fit_to_patches
-from selfsup.methods.momentum import cosine_momentum
+from selfsup.schedules import cosine
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
 
 
@@ -33,62 +31,6 @@ def small_dino(**overrides) -> DINO:
 def multicrop(batch=4, locals_=2, size=16, local=8):
     return [torch.randn(batch, 1, size, size) for _ in range(2)] + [torch.randn(batch, 1, local, local)
                                                                     for _ in range(locals_)]
-
-
-def naive_dino_loss(student, teacher, tau_s):
-    """Eq. 3 written out: sum over teacher global views i, student views v != i, images b."""
-    total, pairs = 0.0, 0
-    for i, t in enumerate(teacher):
-        for v, s in enumerate(student):
-            if v == i:
-                continue
-            per_image = []
-            for b in range(t.shape[0]):
-                log_p = [s[b, k] / tau_s - math.log(sum(math.exp(x / tau_s) for x in s[b].tolist()))
-                         for k in range(s.shape[1])]
-                per_image.append(-sum(float(t[b, k]) * float(log_p[k]) for k in range(s.shape[1])))
-            total += sum(per_image) / len(per_image)
-            pairs += 1
-    return total / pairs
-
-
-def test_dino_cross_entropy_matches_explicit_pairs():
-    torch.manual_seed(0)
-    student = [torch.randn(3, 5, dtype=torch.float64) for _ in range(4)]  # 2 global + 2 local views
-    teacher = [F.softmax(torch.randn(3, 5, dtype=torch.float64), dim=-1) for _ in range(2)]
-    got = dino_cross_entropy(student, teacher, 0.1).item()
-    assert got == pytest.approx(naive_dino_loss(student, teacher, 0.1), rel=1e-6)
-
-
-def test_dino_cross_entropy_excludes_same_view_pairs():
-    # Student view 0 equal to teacher view 0 and wildly different elsewhere: only v != i counts,
-    # so changing student view 0 changes the loss only through the (teacher 1, student 0) pair.
-    teacher = [F.softmax(torch.randn(2, 4), -1), F.softmax(torch.randn(2, 4), -1)]
-    student = [torch.randn(2, 4), torch.randn(2, 4)]
-    with_pairs = dino_cross_entropy(student, teacher, 0.1)
-    expected = (-(teacher[1] * F.log_softmax(student[0] / 0.1, -1)).sum(-1).mean()
-                - (teacher[0] * F.log_softmax(student[1] / 0.1, -1)).sum(-1).mean()) / 2
-    assert with_pairs.item() == pytest.approx(expected.item(), rel=1e-6)
-
-
-def test_center_is_an_ema_of_the_batch_mean_and_sharpens():
-    torch.manual_seed(0)
-    centering = TeacherCentering(6, momentum=0.9)
-    start = torch.randn(6)
-    centering.center.copy_(start)
-    logits = torch.randn(10, 6)
-    probs = centering.probabilities(logits, 0.04)
-    assert torch.allclose(probs, F.softmax((logits - start) / 0.04, dim=-1))
-    centering.update_(logits)
-    assert torch.allclose(centering.center, 0.9 * start + 0.1 * logits.mean(0), atol=1e-6)
-
-
-def test_teacher_temperature_warms_up_linearly_then_stays():
-    assert teacher_temperature(0, 0.04, 0.07, 30) == pytest.approx(0.04)
-    assert teacher_temperature(15, 0.04, 0.07, 30) == pytest.approx(0.055)
-    assert teacher_temperature(30, 0.04, 0.07, 30) == pytest.approx(0.07)
-    assert teacher_temperature(80, 0.04, 0.07, 30) == pytest.approx(0.07)
-    assert teacher_temperature(3, 0.04, 0.07, 0) == pytest.approx(0.07)
 
 
 def test_dino_head_shapes_and_normalised_prototypes():
@@ -122,7 +64,7 @@ def test_teacher_receives_no_gradient_and_follows_the_ema_formula():
     optimizer.step()
     center_before = method.centering.center.clone()
     method.on_step_end(out, progress)
-    m = cosine_momentum(0.996, 0.3)
+    m = cosine(0.996, 1.0, 0.3)
     for old, new, student in zip(teacher_before, method.teacher_head.parameters(), method.head.parameters()):
         assert torch.allclose(new, m * old + (1 - m) * student, atol=1e-6)
     # The teacher keeps the BatchNorm statistics of its own (global-view) batches.

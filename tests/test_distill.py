@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.apps.distill import (CLASSIFIER_FORMAT, Classifier, DistillationLoss, distillation_loss, labelled_subset,
+                                  load_teacher)
 from selfsup.backbones import build_backbone
 from selfsup.cli import main
-from selfsup.commands.distill import CLASSIFIER_FORMAT, load_teacher
-from selfsup.distill import Classifier, DistillationLoss, distillation_loss, labelled_subset
 from selfsup.errors import DataError
 from selfsup.io import load_torch_file
 

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from selfsup.engine import train
 from selfsup.evaluation import export_encoder, load_encoder
 from selfsup.methods import METHODS, SimCLR
-from selfsup.methods.momentum import cosine_momentum, ema_update_, frozen_copy
+from selfsup.methods.momentum import ema_update_, frozen_copy
+from selfsup.schedules import cosine
 
 from test_engine import tiny_config
 
@@ -92,7 +93,7 @@ def test_hooks_run_in_order_and_weight_decay_follows_its_schedule(gray_simclr, c
     train(config, callbacks=[recorder])
     # Before the update the step is the one being taken; after it, the number of steps done.
     assert recorder.calls == [call for step in range(6) for call in (("before", step), ("end", step + 1))]
-    expected = [cosine_momentum(0.04, step / 6, final=0.4) for step in range(6)]
+    expected = [cosine(0.04, 0.4, step / 6) for step in range(6)]
     assert recorder.weight_decays == pytest.approx(expected)
     assert recorder.weight_decays[0] == pytest.approx(0.04) and recorder.weight_decays[-1] > 0.35
 
@@ -141,9 +142,3 @@ def test_ema_update_matches_the_formula_and_the_copy_is_frozen():
     for old, new, q in zip(before, target.parameters(), online.parameters()):
         assert torch.allclose(new, 0.9 * old + 0.1 * q)
     assert torch.equal(target[1].running_mean, online[1].running_mean)
-
-
-def test_cosine_momentum_goes_from_base_to_one():
-    assert cosine_momentum(0.996, 0.0) == pytest.approx(0.996)
-    assert cosine_momentum(0.996, 0.5) == pytest.approx(0.998)
-    assert cosine_momentum(0.996, 1.0) == pytest.approx(1.0)

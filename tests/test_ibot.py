@@ -1,7 +1,6 @@
 """iBOT (Zhou et al. 2022) and DINOv2 (Oquab et al. 2023) against their formulas: block masks,
-the mask token, the masked-patch loss, KoLeo, Sinkhorn-Knopp, and the methods' wiring."""
+the mask token and the methods' wiring (the masked-patch loss, KoLeo, Sinkhorn-Knopp: tests/losses/)."""
 
-import math
 
 import pytest
 import torch
@@ -9,13 +8,10 @@ import torch.nn.functional as F
 
 from selfsup.backbones import build_backbone
 from selfsup.errors import ConfigError
-from selfsup.losses.ibot import masked_patch_cross_entropy
-from selfsup.losses.koleo import koleo_loss
-from selfsup.losses.sinkhorn import sinkhorn_knopp
 from selfsup.methods import Progress
 from selfsup.methods.dinov2 import DINOv2
 from selfsup.methods.ibot import IBOT
-from selfsup.methods.momentum import cosine_momentum
+from selfsup.schedules import cosine
 from selfsup.transforms.masking import block_mask, sample_masks
 
 HEAD = dict(out_dim=24, patch_out_dim=20, head_hidden_dim=16, head_bottleneck_dim=8)
@@ -102,65 +98,6 @@ def test_ibot_student_uses_the_mask_token_only_when_masking():
     assert torch.equal(features_with_token(never, 0.0), features_with_token(never, 2.0))
 
 
-# --------------------------------------------------------------------------- losses
-def test_masked_patch_loss_matches_per_image_loops():
-    torch.manual_seed(0)
-    masks = torch.tensor([[1, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)
-    student_all = torch.randn(3, 4, 6, dtype=torch.float64)
-    teacher_all = F.softmax(torch.randn(3, 4, 6, dtype=torch.float64), -1)
-    got = masked_patch_cross_entropy(student_all[masks], teacher_all[masks], masks, 0.1).item()
-    total = 0.0
-    for b in range(3):
-        terms = []
-        for n in range(4):
-            if masks[b, n]:
-                logits = student_all[b, n] / 0.1
-                log_z = math.log(sum(math.exp(v) for v in logits.tolist()))
-                terms.append(-sum(float(teacher_all[b, n, k]) * (float(logits[k]) - log_z) for k in range(6)))
-        total += sum(terms) / max(1, len(terms))  # an unmasked image contributes 0
-    assert got == pytest.approx(total / 3, rel=1e-9)
-
-
-def naive_koleo(x):
-    x = [v / v.norm() for v in x]
-    total = 0.0
-    for i, xi in enumerate(x):
-        nearest = min(float((xi - xj).norm()) for j, xj in enumerate(x) if j != i)
-        total += math.log(nearest + 1e-8)
-    return -total / len(x)
-
-
-def test_koleo_equals_the_nearest_neighbour_formula():
-    torch.manual_seed(0)
-    x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
-    loss = koleo_loss(x)
-    assert loss.item() == pytest.approx(naive_koleo(x.detach()), rel=1e-6)
-    loss.backward()
-    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    spread = koleo_loss(torch.eye(4))  # orthogonal: every neighbour at distance sqrt(2)
-    assert spread.item() == pytest.approx(-math.log(math.sqrt(2)), rel=1e-6)
-    with pytest.raises(ValueError):
-        koleo_loss(torch.randn(1, 3))
-
-
-def test_sinkhorn_knopp_marginals():
-    torch.manual_seed(0)
-    logits = torch.randn(12, 5)
-    q = sinkhorn_knopp(logits, temperature=0.5, iterations=3)
-    assert q.shape == (12, 5) and (q >= 0).all()
-    assert torch.allclose(q.sum(1), torch.ones(12), atol=1e-5)  # each sample: a distribution
-    assert torch.allclose(q.sum(0), torch.full((5,), 12 / 5), rtol=0.1)  # prototypes ~ equally used
-    converged = sinkhorn_knopp(logits, temperature=0.5, iterations=300)
-    assert torch.allclose(converged.sum(0), torch.full((5,), 12 / 5), rtol=1e-4)
-    assert torch.allclose(converged.sum(1), torch.ones(12), atol=1e-5)
-    # exp(S/τ) up to scaling of rows and columns: adding a constant changes nothing.
-    assert torch.allclose(sinkhorn_knopp(logits + 100.0, 0.5), q, atol=1e-6)
-    # Unlike a plain softmax, a prototype that every sample prefers does not take all the mass.
-    biased = logits.clone()
-    biased[:, 0] += 5.0
-    assert sinkhorn_knopp(biased, 0.5, iterations=50)[:, 0].sum() < 12 / 5 * 1.05
-
-
 # --------------------------------------------------------------------------- the methods
 def test_ibot_losses_teacher_and_patch_centre():
     torch.manual_seed(0)
@@ -201,7 +138,7 @@ def test_dinov2_separate_heads_sinkhorn_and_koleo():
     before = [p.clone() for p in method.teacher_patch_head.parameters()]
     optimizer.step()
     method.on_step_end(out, Progress(step=1, total_steps=10))
-    m = cosine_momentum(0.992, 0.1)
+    m = cosine(0.992, 1.0, 0.1)
     for old, new, student in zip(before, method.teacher_patch_head.parameters(), method.patch_head.parameters()):
         assert torch.allclose(new, m * old + (1 - m) * student, atol=1e-6)
 

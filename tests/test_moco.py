@@ -1,4 +1,4 @@
-"""MoCo v1/v2/v3: losses against the papers' formulas, momentum encoders, queue timing, shuffling BN."""
+"""MoCo v1/v2/v3: momentum encoders, queue timing, shuffling BN (the losses: tests/losses/test_infonce.py)."""
 
 import math
 import os
@@ -12,7 +12,7 @@ from torch import nn
 
 from selfsup.backbones import build_backbone
 from selfsup.errors import ConfigError
-from selfsup.losses.infonce import QueueInfoNCELoss, SymmetricInfoNCELoss, in_batch_infonce
+from selfsup.losses.infonce import in_batch_infonce
 from selfsup.methods import METHODS, Progress, build_method
 from selfsup.methods.moco import MoCo, MoCoV2, distributed_shuffled_forward, grouped_shuffled_forward
 from selfsup.methods.moco3 import MoCoV3
@@ -43,52 +43,6 @@ def small_moco3(backbone=None, **overrides) -> MoCoV3:
 def views(batch: int = 8, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, 1, 16, 16, generator=g) for _ in range(2)]
-
-
-# --------------------------------------------------------------------------- losses
-
-def test_queue_infonce_matches_the_naive_formula():
-    g = torch.Generator().manual_seed(0)
-    q, k, queue = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g), torch.randn(11, 7, generator=g)
-    tau = 0.07
-    loss, logits = QueueInfoNCELoss(tau)(q, k, queue)
-
-    def unit(v):
-        return v / math.sqrt(sum(x * x for x in v.tolist()))
-
-    total = 0.0
-    for i in range(5):
-        qi = unit(q[i])
-        positive = math.exp(float(qi @ unit(k[i])) / tau)
-        negatives = sum(math.exp(float(qi @ unit(n)) / tau) for n in queue)
-        total += -math.log(positive / (positive + negatives))
-    assert loss.item() == pytest.approx(total / 5, rel=1e-5)
-    assert logits.shape == (5, 12)
-
-
-def test_in_batch_infonce_is_symmetric_and_scaled_by_two_tau():
-    g = torch.Generator().manual_seed(0)
-    q1, q2, k1, k2 = (torch.randn(4, 6, generator=g) for _ in range(4))
-    tau = 0.2
-
-    def ctr(q, k):  # Alg. 1 of MoCo v3, one query at a time
-        q, k = nn.functional.normalize(q, dim=1), nn.functional.normalize(k, dim=1)
-        terms = []
-        for i in range(len(q)):
-            scores = [math.exp(float(q[i] @ k[j]) / tau) for j in range(len(k))]
-            terms.append(-math.log(scores[i] / sum(scores)))
-        return sum(terms) / len(terms) * 2 * tau
-
-    expected = ctr(q1, k2) + ctr(q2, k1)
-    assert SymmetricInfoNCELoss(tau)(q1, q2, k1, k2).item() == pytest.approx(expected, rel=1e-5)
-    assert in_batch_infonce(q1, k2, tau).item() == pytest.approx(ctr(q1, k2), rel=1e-5)
-
-
-def test_losses_reject_bad_shapes_and_temperatures():
-    with pytest.raises(ValueError, match="temperature"):
-        QueueInfoNCELoss(0.0)
-    with pytest.raises(ValueError, match="negatives"):
-        QueueInfoNCELoss()(torch.randn(2, 3), torch.randn(2, 3), torch.randn(4, 5))
 
 
 # --------------------------------------------------------------------------- MoCo v1 / v2

@@ -1,8 +1,6 @@
-"""Pretext tasks: rotation, relative location, jigsaw and context encoder — their targets, heads,
-loss and methods, each checked against a naive reference or a property the paper relies on."""
-
-import itertools
-import math
+"""Pretext tasks as methods: rotation, relative location, jigsaw and context encoder, each checked
+against a naive reference or a property the paper relies on (their targets: tests/transforms/,
+their heads: tests/heads/, the reconstruction loss: tests/losses/)."""
 
 import pytest
 import torch
@@ -11,19 +9,12 @@ from torch import nn
 from selfsup.backbones import build_backbone
 from selfsup.data import DatasetInfo
 from selfsup.errors import ConfigError
-from selfsup.heads.classifier import PatchSetClassifier
-from selfsup.heads.decoder import ConvDecoder, decoder_plan
-from selfsup.heads.discriminator import ConvDiscriminator
-from selfsup.losses.reconstruction import MaskedReconstructionLoss
 from selfsup.methods import DataSpec, build_method
 from selfsup.methods.context_encoder import ContextEncoder
 from selfsup.methods.jigsaw import Jigsaw
 from selfsup.methods.relative_location import RelativeLocation, whole_image_features
 from selfsup.methods.rotation import Rotation
-from selfsup.transforms.pretext import (
-    NEIGHBOUR_OFFSETS, centre_region_mask, crop_patches, drop_colour_channels, erode_mask, fill_holes,
-    greedy_permutation_set, normalize_tiles, project_out_green_magenta, random_rectangles_mask, rotate_batch,
-    sample_jigsaw_tiles, sample_patch_pairs)
+from selfsup.transforms.pretext import greedy_permutation_set
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,32 +31,11 @@ def tiny_backbone(in_channels: int = 1) -> nn.Module:
     return build_backbone("resnet18", in_channels=in_channels, small_stem=True, width=0.125)
 
 
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def info(channels: int = 1, size: int = 16) -> DataSpec:
     return DataSpec(DatasetInfo("toy", channels, 3, size, (0.5,) * channels, (0.25,) * channels), num_samples=8)
 
 
 # --------------------------------------------------------------------------- rotation
-def test_rotating_back_by_the_label_gives_the_original():
-    images = torch.randn(3, 2, 8, 8)
-    rotated, labels = rotate_batch(images)
-    assert rotated.shape == (12, 2, 8, 8) and labels.dtype == torch.int64
-    assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-    for row in range(12):
-        back = torch.rot90(rotated[row], -int(labels[row]), dims=(1, 2))
-        assert torch.equal(back, images[row % 3])
-    # 90° counter-clockwise: the first row of the original becomes the first column, bottom-up.
-    assert torch.equal(rotated[3, 0, :, 0], images[0, 0, 0].flip(0))
-
-
-def test_rotation_rejects_non_square_views():
-    with pytest.raises(ConfigError, match="square"):
-        rotate_batch(torch.randn(2, 1, 8, 6))
-
-
 def test_rotation_loss_is_cross_entropy_over_the_four_copies():
     torch.manual_seed(0)
     method = Rotation(tiny_backbone(), Rotation.Config(classifier_hidden_dim=16)).eval()
@@ -80,67 +50,6 @@ def test_rotation_loss_is_cross_entropy_over_the_four_copies():
 
 
 # --------------------------------------------------------------------------- relative location
-def test_crop_patches_matches_slicing():
-    images = torch.randn(2, 3, 10, 12)
-    top, left = torch.tensor([[0, 5], [3, 1]]), torch.tensor([[8, 2], [0, 7]])
-    patches = crop_patches(images, top, left, 4)
-    assert patches.shape == (2, 2, 3, 4, 4)
-    for b, k in itertools.product(range(2), range(2)):
-        t, l = int(top[b, k]), int(left[b, k])
-        assert torch.equal(patches[b, k], images[b, :, t:t + 4, l:l + 4])
-
-
-def test_neighbour_offset_matches_the_label_and_patches_keep_their_gap():
-    patch, gap, jitter = 5, 3, 1
-    images = torch.randn(400, 2, 24, 24)
-    pairs = sample_patch_pairs(images, patch, gap, jitter, generator=gen())
-    assert pairs.centre.shape == pairs.neighbour.shape == (400, 2, patch, patch)
-    assert set(pairs.labels.tolist()) == set(range(8))
-    stride = patch + gap
-    for b in range(400):
-        cy, cx = pairs.centre_origin[b].tolist()
-        ny, nx = pairs.neighbour_origin[b].tolist()
-        assert torch.equal(pairs.centre[b], images[b, :, cy:cy + patch, cx:cx + patch])
-        assert torch.equal(pairs.neighbour[b], images[b, :, ny:ny + patch, nx:nx + patch])
-        assert 0 <= min(cy, cx, ny, nx) and max(cy, cx, ny, nx) + patch <= 24
-        for step, delta in zip(NEIGHBOUR_OFFSETS[int(pairs.labels[b])], (ny - cy, nx - cx)):
-            if step == 0:
-                assert abs(delta) <= 2 * jitter
-            else:  # the neighbour lies in the label's direction, one grid cell (± jitter) away
-                assert math.copysign(1, delta) == step and stride - 2 * jitter <= abs(delta) <= stride + 2 * jitter
-        # gap >= 2·jitter: the two patches never touch along the offset's axis
-        assert max(abs(ny - cy), abs(nx - cx)) >= patch + gap - 2 * jitter > patch
-
-
-def test_patch_grid_that_does_not_fit_is_a_config_error():
-    with pytest.raises(ConfigError, match="canvas_size"):
-        sample_patch_pairs(torch.randn(2, 1, 20, 20), 6, 2, 1)
-
-
-def test_colour_dropping_keeps_one_channel_and_noises_the_others():
-    patches = torch.randn(64, 3, 6, 6) * 3
-    out = drop_colour_channels(patches, generator=gen())
-    kept = (out == patches).flatten(2).all(dim=2)  # (N, 3)
-    assert kept.sum(dim=1).eq(1).all()
-    assert set(kept.float().argmax(dim=1).tolist()) == {0, 1, 2}
-    for n in range(64):
-        keep = int(kept[n].float().argmax())
-        scale = 0.01 * patches[n, keep].std()
-        dropped = [c for c in range(3) if c != keep]
-        assert out[n, dropped].std() < 3 * scale  # ~1/100 of the kept channel's std
-    gray = torch.randn(4, 1, 6, 6)
-    assert drop_colour_channels(gray) is gray and project_out_green_magenta(gray) is gray
-
-
-def test_projection_removes_the_green_magenta_component():
-    patches = torch.randn(4, 3, 5, 5)
-    out = project_out_green_magenta(patches)
-    axis = torch.tensor([-1.0, 2.0, -1.0]) / math.sqrt(6)
-    assert torch.allclose(torch.einsum("nchw,c->nhw", out, axis), torch.zeros(4, 5, 5), atol=1e-5)
-    grey = torch.ones(1, 3, 2, 2)  # equal RGB has no green-magenta component
-    assert torch.allclose(project_out_green_magenta(grey), grey)
-
-
 def test_relative_location_guards_and_grid_defaults():
     with pytest.raises(ConfigError, match="unknown chromatic_guard 'blur'; valid choices: drop, project, none"):
         RelativeLocation.Config(chromatic_guard="blur")
@@ -151,92 +60,6 @@ def test_relative_location_guards_and_grid_defaults():
 
 
 # --------------------------------------------------------------------------- jigsaw
-def naive_greedy(candidates, first, count):
-    """Noroozi & Favaro's Algorithm 1 with the max-min criterion, with explicit loops."""
-    chosen = [first]
-    while len(chosen) < count:
-        best, best_distance = None, -1
-        for j, candidate in enumerate(candidates):
-            if j in chosen:
-                continue
-            distance = min(sum(a != b for a, b in zip(candidate, candidates[c])) for c in chosen)
-            if distance > best_distance:
-                best, best_distance = j, distance
-        chosen.append(best)
-    return [candidates[j] for j in chosen]
-
-
-def hamming(a, b):
-    return int((a != b).sum())
-
-
-@pytest.fixture(scope="module")
-def hundred_permutations():
-    return greedy_permutation_set(100, 9, seed=0)
-
-
-def test_permutation_set_min_distance_is_what_greedy_promises(hundred_permutations):
-    perms, added_at = hundred_permutations
-    assert perms.shape == (100, 9) and perms.dtype == torch.int64
-    assert (perms.sort(dim=1).values == torch.arange(9)).all()  # every row is a permutation
-    pairwise = (perms[:, None, :] != perms[None, :, :]).sum(dim=2)
-    pairwise.fill_diagonal_(9)
-    # Max-min greedy: distances at addition never increase, and the last is the set's minimum.
-    assert (added_at[1:] <= added_at[:-1]).all()
-    assert int(pairwise.min()) == int(added_at[-1])
-    for k in (1, 17, 99):  # each permutation was added at its minimum distance to the earlier ones
-        assert min(hamming(perms[k], perms[j]) for j in range(k)) == int(added_at[k])
-    # Covering bound: after N picks every permutation is within d of the set, so N·|ball(d)| >= 9!
-    # (ball sizes from derangement numbers); the set's minimum distance is at least that d.
-    derangements = [1, 0, 1, 2, 9, 44, 265, 1854, 14833, 133496]
-    ball = [sum(math.comb(9, k) * derangements[k] for k in range(r + 1)) for r in range(10)]
-    bound = next(r for r in range(10) if 100 * ball[r] >= math.factorial(9))
-    assert bound == 5 and int(pairwise.min()) >= bound
-
-
-def test_permutation_set_matches_the_naive_algorithm_and_is_seeded():
-    perms, _ = greedy_permutation_set(8, num_tiles=5, seed=3)
-    candidates = [tuple(p) for p in itertools.permutations(range(5))]
-    expected = naive_greedy(candidates, candidates.index(tuple(perms[0].tolist())), 8)
-    assert [tuple(p) for p in perms.tolist()] == expected
-    assert torch.equal(greedy_permutation_set(8, 5, seed=3)[0], perms)
-    assert not torch.equal(greedy_permutation_set(8, 5, seed=4)[0], perms)
-    with pytest.raises(ConfigError, match="num_permutations=121 must be in \\[1, 120\\]"):
-        greedy_permutation_set(121, num_tiles=5)
-
-
-def test_jigsaw_tiles_come_from_their_cells_in_permuted_order(hundred_permutations):
-    perms = hundred_permutations[0]
-    images = torch.randn(6, 2, 30, 31)
-    puzzle = sample_jigsaw_tiles(images, perms, tile_size=8, generator=gen())
-    assert puzzle.tiles.shape == (6, 9, 2, 8, 8)
-    assert torch.equal(puzzle.order, perms[puzzle.labels])
-    cell = 10
-    for b, slot in itertools.product(range(6), range(9)):
-        source = int(puzzle.order[b, slot])  # grid cell the tile in this slot was cut from
-        top, left = puzzle.origins[b, source].tolist()
-        row, col = divmod(source, 3)
-        assert row * cell <= top <= row * cell + cell - 8 and col * cell <= left <= col * cell + cell - 8
-        assert torch.equal(puzzle.tiles[b, slot], images[b, :, top:top + 8, left:left + 8])
-    # Undoing the permutation puts every tile back in reading order.
-    inverse = torch.argsort(puzzle.order, dim=1)
-    ordered = puzzle.tiles[torch.arange(6)[:, None], inverse]
-    assert torch.equal(ordered[0, 4], images[0, :, puzzle.origins[0, 4, 0]:puzzle.origins[0, 4, 0] + 8,
-                                             puzzle.origins[0, 4, 1]:puzzle.origins[0, 4, 1] + 8])
-    with pytest.raises(ConfigError, match="tile_size=11"):
-        sample_jigsaw_tiles(images, perms, tile_size=11)
-
-
-def test_tiles_are_normalised_each_by_its_own_statistics():
-    tiles = torch.randn(3, 9, 2, 5, 5) * torch.rand(3, 9, 1, 1, 1) * 5 + 7
-    out = normalize_tiles(tiles, eps=0.0)
-    for b, t in itertools.product(range(3), range(9)):
-        tile = tiles[b, t]
-        expected = (tile - tile.mean()) / tile.std(unbiased=False)
-        assert torch.allclose(out[b, t], expected, atol=1e-4)
-    assert torch.equal(normalize_tiles(torch.zeros(1, 1, 1, 4, 4)), torch.zeros(1, 1, 1, 4, 4))  # flat tiles stay 0
-
-
 def test_jigsaw_keeps_its_permutation_set_in_the_state_dict():
     method = Jigsaw(tiny_backbone(), Jigsaw.Config(num_permutations=10, tile_dim=8, classifier_hidden_dim=16))
     assert torch.equal(method.state_dict()["permutations"], greedy_permutation_set(10, 9, seed=0)[0])
@@ -247,54 +70,7 @@ def test_jigsaw_keeps_its_permutation_set_in_the_state_dict():
     assert torch.equal(other.permutations, method.permutations)
 
 
-def test_patch_set_classifier_sees_the_order_of_its_patches():
-    torch.manual_seed(0)
-    head = PatchSetClassifier(6, num_patches=3, patch_dim=5, hidden_dim=7, num_classes=4).eval()
-    features = torch.randn(2, 3, 6)
-    assert head(features).shape == (2, 4)
-    assert not torch.allclose(head(features), head(features[:, [1, 0, 2]]))
-
-
-# --------------------------------------------------------------------------- context encoder masks and loss
-def test_centre_mask_is_the_central_square():
-    mask = centre_region_mask(2, 28, 28, 0.5)
-    assert mask.shape == (2, 1, 28, 28) and mask.dtype == torch.bool
-    assert mask.sum() == 2 * 14 * 14 and mask[0, 0, 7:21, 7:21].all()
-
-
-def test_random_rectangles_cover_at_most_a_quarter():
-    mask = random_rectangles_mask(64, 28, 28, num_rectangles=4, generator=gen())
-    coverage = mask.float().mean(dim=(1, 2, 3))
-    assert (coverage > 0).all() and (coverage <= 0.25).all()
-    assert not torch.equal(mask[0], mask[1])
-
-
-def test_erosion_removes_the_border_band():
-    mask = centre_region_mask(1, 12, 12, 0.5)  # rows/cols 3..8
-    eroded = erode_mask(mask, 1)
-    expected = torch.zeros_like(mask)
-    expected[..., 4:8, 4:8] = True
-    assert torch.equal(eroded, expected) and torch.equal(erode_mask(mask, 0), mask)
-
-
-def test_reconstruction_loss_matches_a_naive_weighted_mean_and_ignores_the_context():
-    prediction = torch.randn(2, 3, 4, 4, requires_grad=True)
-    target = torch.randn(2, 3, 4, 4)
-    weights = torch.zeros(2, 1, 4, 4)
-    weights[:, :, 1:3, 1:3] = 1.0
-    weights[0, 0, 0, 1] = 10.0
-    loss = MaskedReconstructionLoss()(prediction, target, weights)
-    total, norm = 0.0, 0.0
-    for b, c, y, x in itertools.product(range(2), range(3), range(4), range(4)):
-        w = float(weights[b, 0, y, x])
-        total += w * float(prediction[b, c, y, x].detach() - target[b, c, y, x]) ** 2
-        norm += w
-    assert loss.item() == pytest.approx(total / norm, rel=1e-5)
-    loss.backward()
-    assert (prediction.grad * (weights == 0)).abs().sum() == 0  # context pixels get no gradient
-    assert prediction.grad[:, :, 1:3, 1:3].abs().sum() > 0
-
-
+# --------------------------------------------------------------------------- context encoder
 def test_context_encoder_fills_the_hole_and_scores_only_the_region():
     torch.manual_seed(0)
     method = ContextEncoder(tiny_backbone(), ContextEncoder.Config(decoder_width=32, overlap_fraction=1 / 16),
@@ -329,14 +105,6 @@ def test_context_encoder_random_mask_and_bad_mask_name():
     assert (region.float().mean(dim=(1, 2, 3)) <= 0.25).all() and not torch.equal(region[0], region[1])
     with pytest.raises(ConfigError, match="unknown mask 'ring'; valid choices: center, random"):
         ContextEncoder.Config(mask="ring")
-
-
-def test_decoder_and_discriminator_shapes():
-    assert decoder_plan(28) == (7, 2) and decoder_plan(32) == (4, 3) and decoder_plan(128) == (4, 5)
-    for size in (28, 32, 27):
-        decoder = ConvDecoder(10, 3, size, width=32)
-        assert decoder(torch.randn(2, 10)).shape == (2, 3, size, size)
-        assert ConvDiscriminator(3, size, width=8)(torch.randn(2, 3, size, size)).shape == (2,)
 
 
 def test_adversarial_term_trains_the_generator_but_never_the_discriminator():

@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+from selfsup.apps.tracking import mean_iou, propagate_masks
 from selfsup.backbones import build_backbone
 from selfsup.cli import main
 from selfsup.data import DatasetInfo, load_dataset
 from selfsup.data.frames import FramePairDataset, read_video, unstack_frames
 from selfsup.errors import ConfigError, DataError
 from selfsup.methods import DataSpec, Progress, build_backbone_for, build_method
-from selfsup.methods.video_colorization import VideoColorization, kmeans, minibatch_kmeans_update_
-from selfsup.tracking import attention_copy, mean_iou, propagate_masks
+from selfsup.methods.video_colorization import VideoColorization, attention_copy, kmeans, minibatch_kmeans_update_
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -212,7 +212,7 @@ def test_train_on_frames_then_track_from_the_cli(tmp_path, capsys):
     assert summary["mean_iou"] > 0.5
 
     # The same through the library, with the model from the checkpoint.
-    from selfsup.commands.colorize import load_method
+    from selfsup.apps.colorization import load_method
 
     method, _ = load_method(run / "last.ckpt", ("video-colorization",), "track")
     frames, _ = read_video(root / "videos" / "v1")

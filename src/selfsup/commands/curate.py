@@ -38,8 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
+    from selfsup.apps.curation import curate, image_folder, training_info, write_file_list
     from selfsup.config import DEFAULT_BACKBONE
-    from selfsup.curation import curate, image_folder, training_info, write_file_list
     from selfsup.evaluation import load_encoder
 
     if args.batch_size < 1:

@@ -1,7 +1,7 @@
 """``selfsup distill``: fine-tune a pre-trained encoder on a few labels, then distil it into a student.
 
 SimCLR v2's semi-supervised recipe after pre-training (Chen et al. 2020b, Sec. 2; the library
-code is :mod:`selfsup.distill`)::
+code is :mod:`selfsup.apps.distill`)::
 
     selfsup distill --teacher runs/simclr2/last.ckpt --data fashion-mnist --labels-fraction 0.1 \\
         --student-backbone resnet18-tiny --epochs 10 --output runs/distill
@@ -28,7 +28,7 @@ tensors, so it loads weights-only (``selfsup.io.load_torch_file``; PyTorch's res
                "method": None | {"name", "args", "dataset_info", "num_samples"},
                "finetune_trunk": bool},
      "num_classes": K, "classes": [...], "image_size": S, "dataset_info": {...},
-     "state_dict": <selfsup.distill.Classifier state dict: trunk.* and head.*>}
+     "state_dict": <selfsup.apps.distill.Classifier state dict: trunk.* and head.*>}
 
 ``trunk.method`` is set when the trunk is built by a method (rebuilt with
 ``build_method(...).finetune_trunk()`` when ``finetune_trunk``, else ``.encoder()``); otherwise
@@ -39,115 +39,17 @@ images preprocessed by ``selfsup.transforms.eval_transform(dataset_info, image_s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from selfsup.errors import ConfigError, DataError
-from selfsup.io import atomic_torch_save, atomic_write_json, load_torch_file
+from selfsup.io import atomic_write_json
 
-CLASSIFIER_FORMAT = "selfsup-classifier/1"
-_METHOD_PREFIX = "method."
-
-
-# --------------------------------------------------------------------------- building trunks
-def _dataset_info(values: Dict[str, Any]):
-    from selfsup.data import DatasetInfo
-
-    return DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def build_trunk(spec: Dict[str, Any]) -> nn.Module:
-    """The (randomly initialised) trunk described by a classifier file's ``trunk`` entry."""
-    from selfsup.backbones import build_backbone
-    from selfsup.methods import DataSpec, build_backbone_for, build_method
-
-    method = spec.get("method")
-    if method is None:
-        return build_backbone(spec["backbone"], in_channels=spec["in_channels"], **spec["backbone_args"])
-    info = _dataset_info(method["dataset_info"])
-    backbone = build_backbone_for(method["name"], spec["backbone"], spec["backbone_args"], info.num_channels,
-                                  method["args"])
-    built = build_method(method["name"], backbone, method["args"], DataSpec(info, method.get("num_samples", 0)))
-    return built.finetune_trunk() if spec.get("finetune_trunk") else built.encoder()
-
-
-@dataclasses.dataclass
-class Teacher:
-    """What ``--teacher`` holds."""
-
-    module: nn.Module
-    """A ready :class:`~selfsup.distill.Classifier` (classifier file), or a pre-trained trunk
-    ``(B, C, H, W) → (B, D)``."""
-    trunk_spec: Dict[str, Any]
-    """How to rebuild the trunk: the ``trunk`` entry of the classifier format."""
-    classifier: Optional[Dict[str, Any]] = None
-    """The classifier file's payload, when ``--teacher`` is one."""
-    config: Optional[Dict[str, Any]] = None
-    """The pre-training config, when known (its ``views.image_size`` is the default resolution)."""
-
-
-def _trunk_from_training_checkpoint(stored: Dict[str, Any], use_finetune_trunk: bool) -> Teacher:
-    from selfsup.methods import DataSpec, build_backbone_for, build_method
-
-    meta = stored["selfsup"]
-    config = meta["config"]
-    method_spec = {"name": config["method"], "args": config["method_args"], "dataset_info": meta["dataset_info"],
-                   "num_samples": meta.get("num_samples", 0)}
-    info = _dataset_info(meta["dataset_info"])
-    backbone = build_backbone_for(config["method"], config["backbone"], config["backbone_args"], info.num_channels,
-                                  config["method_args"])
-    method = build_method(config["method"], backbone, config["method_args"], DataSpec(info, method_spec["num_samples"]))
-    method.load_state_dict({k[len(_METHOD_PREFIX):]: v for k, v in stored["state_dict"].items()
-                            if k.startswith(_METHOD_PREFIX)})
-    finetune = use_finetune_trunk and hasattr(method, "finetune_trunk")
-    trunk = method.finetune_trunk() if finetune else method.encoder()
-    # in_channels: what the trunk reads, i.e. the dataset's images (the backbone may read fewer).
-    spec = {"backbone": config["backbone"], "backbone_args": dict(config["backbone_args"]),
-            "in_channels": info.num_channels, "method": method_spec, "finetune_trunk": finetune}
-    return Teacher(trunk, spec, config=config)
-
-
-def load_teacher(path: str, use_finetune_trunk: bool = True) -> Teacher:
-    """Read ``--teacher``: a classifier file, an exported encoder or a training checkpoint.
-
-    ``use_finetune_trunk``: for a training checkpoint of a method with ``finetune_trunk()``
-    (SimCLR v2), take that trunk instead of the evaluation encoder.
-    """
-    from selfsup.distill import Classifier
-    from selfsup.evaluation import load_encoder
-    from selfsup.evaluation.load import ENCODER_FORMAT
-
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"teacher '{path}' does not exist (give a .ckpt from `selfsup train`, a file from "
-                          "`selfsup export`, or a classifier file from `selfsup distill`)")
-    stored = load_torch_file(file, "a selfsup checkpoint, exported encoder or classifier file")
-    if isinstance(stored, dict) and stored.get("format") == CLASSIFIER_FORMAT:
-        classifier = Classifier(build_trunk(stored["trunk"]), stored["num_classes"])
-        classifier.load_state_dict(stored["state_dict"])
-        return Teacher(classifier, stored["trunk"], classifier=stored)
-    if isinstance(stored, dict) and stored.get("format") == ENCODER_FORMAT:
-        loaded = load_encoder(str(file))
-        spec = {"backbone": loaded.backbone, "backbone_args": dict(loaded.backbone_args),
-                "in_channels": loaded.in_channels, "method": loaded.method, "finetune_trunk": False}
-        return Teacher(loaded.encoder, spec, config=loaded.config)
-    if isinstance(stored, dict) and "selfsup" in stored and "state_dict" in stored:
-        return _trunk_from_training_checkpoint(stored, use_finetune_trunk)
-    raise ConfigError(f"teacher '{path}' is neither a selfsup training checkpoint, an exported encoder "
-                      f"({ENCODER_FORMAT}) nor a classifier file ({CLASSIFIER_FORMAT})")
-
-
-def save_classifier(path: Path, classifier: nn.Module, trunk_spec: Dict[str, Any], info, image_size: int) -> Path:
-    """Write a ``selfsup-classifier/1`` file (see the module docstring)."""
-    payload = {"format": CLASSIFIER_FORMAT, "trunk": trunk_spec, "num_classes": classifier.num_classes,
-               "classes": list(info.classes), "image_size": image_size, "dataset_info": dataclasses.asdict(info),
-               "state_dict": classifier.state_dict()}
-    atomic_torch_save(payload, path)
-    return path
+if TYPE_CHECKING:  # the library code is imported when the command runs, not when the CLI starts
+    from selfsup.apps.distill import Teacher
 
 
 # --------------------------------------------------------------------------- the command
@@ -195,11 +97,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
+    from selfsup.apps.distill import Classifier, DistillationLoss, TrainSettings, distill, fine_tune, \
+        labelled_subset, load_teacher, save_classifier, top1_accuracy
     from selfsup.backbones import build_backbone
     from selfsup.config import parse_override
     from selfsup.data import load_dataset
-    from selfsup.distill import Classifier, DistillationLoss, TrainSettings, distill, fine_tune, labelled_subset, \
-        top1_accuracy
     from selfsup.transforms import MultiViewTransform, ViewConfig, eval_transform
 
     _check_args(args)

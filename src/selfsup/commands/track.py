@@ -17,43 +17,9 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
-from PIL import Image
 
 from selfsup.errors import ConfigError, DataError
-
-#: background black, then distinct colours for objects 1, 2, … (the label is the palette index).
-PALETTE = [0, 0, 0, 230, 25, 75, 60, 180, 75, 255, 225, 25, 0, 130, 200, 245, 130, 48, 145, 30, 180,
-           70, 240, 240, 240, 50, 230, 210, 245, 60, 250, 190, 212, 0, 128, 128]
-
-
-def read_masks(paths: list[Path]) -> list[torch.Tensor]:
-    """Label masks ``(H, W)`` int64 of one video: palette indices (DAVIS), or for grey/RGB images the
-    rank of each distinct value among all of the video's masks (black = 0, background)."""
-    arrays = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                if image.mode == "P":
-                    arrays.append(("index", np.array(image, dtype=np.int64)))
-                    continue
-                pixels = np.array(image.convert("RGB"), dtype=np.int64)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"cannot read mask {path}: {e}".replace("\n", " ")) from e
-        arrays.append(("code", (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]))
-    codes = np.unique(np.concatenate([a.ravel() for kind, a in arrays if kind == "code"] or [np.zeros(1, np.int64)]))
-    codes = np.union1d(codes, [0])  # black is label 0 even when no mask has background
-    return [torch.from_numpy(a if kind == "index" else np.searchsorted(codes, a)) for kind, a in arrays]
-
-
-def write_mask(mask: torch.Tensor, path: Path) -> None:
-    """Labels ``(H, W)`` as a palette PNG (index = label)."""
-    if int(mask.max()) > 255:
-        raise DataError(f"mask has label {int(mask.max())}; palette PNGs hold labels 0..255")
-    image = Image.fromarray(mask.to(torch.uint8).numpy(), mode="P")
-    image.putpalette(PALETTE + [0] * (768 - len(PALETTE)))
-    image.save(path)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -76,9 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from selfsup.commands.colorize import load_method, network_size, training_size
+    from selfsup.apps.colorization import load_method, network_size, training_size
+    from selfsup.apps.tracking import mean_iou, propagate_masks, read_masks, write_mask
     from selfsup.data.frames import frame_files, read_video
-    from selfsup.tracking import mean_iou, propagate_masks
 
     if args.temperature <= 0:
         raise ConfigError(f"--temperature {args.temperature} must be > 0")

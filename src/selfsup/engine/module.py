@@ -25,7 +25,7 @@ from selfsup.engine.optim import build_optimizer, build_scheduler, split_decay_g
 from selfsup.evaluation import extract_features, knn_accuracy
 from selfsup.evaluation.health import SECOND_VIEW_KEY, HealthMonitor
 from selfsup.methods import DataSpec, Progress, build_backbone_for, build_method
-from selfsup.methods.momentum import cosine_momentum
+from selfsup.schedules import cosine
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
 
 CHECKPOINT_KEY = "selfsup"
@@ -124,7 +124,7 @@ class SelfSupervisedModule(L.LightningModule):
         if cfg.weight_decay_end is None:
             return
         # DINO's weight-decay schedule (Caron et al. 2021, App. B): cosine from start to end.
-        decay = cosine_momentum(cfg.weight_decay, self._progress().fraction, final=cfg.weight_decay_end)
+        decay = cosine(cfg.weight_decay, cfg.weight_decay_end, self._progress().fraction)
         for group in self.trainer.optimizers[0].param_groups:
             if group.get("decay_schedule"):
                 group["weight_decay"] = decay

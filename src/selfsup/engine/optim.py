@@ -10,6 +10,7 @@ from timm.optim import Lars
 from torch import nn
 
 from selfsup.config import OptimConfig
+from selfsup.schedules import warmup_cosine
 
 
 def scaled_lr(cfg: OptimConfig, global_batch_size: int) -> float:
@@ -57,16 +58,6 @@ def build_optimizer(
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=base_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.name}")
-
-
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
-    """Multiplier of the peak value at ``step``: linear warm-up from 0, then half a cosine down
-    to ``min_ratio`` at ``total_steps`` (SGDR, Loshchilov & Hutter 2017, without restarts)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_scheduler(

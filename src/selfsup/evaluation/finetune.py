@@ -14,7 +14,6 @@ left as it was; ``seed`` fixes shuffling, augmentations and therefore the result
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from selfsup.data import ImageDataset, TensorImageDataset, TransformDataset
 from selfsup.errors import ConfigError
 from selfsup.evaluation.knn import topk_accuracy
+from selfsup.schedules import cosine_at_step
 from selfsup.transforms import BatchedMultiViewTransform, MultiViewTransform, ViewConfig, eval_transform
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -162,7 +162,7 @@ def finetune(
             running, seen = 0.0, 0
             for images, labels in loader:
                 for group, base in zip(optimizer.param_groups, peak):  # cosine decay per step, no warm-up
-                    group["lr"] = 0.5 * base * (1.0 + math.cos(math.pi * step / total_steps))
+                    group["lr"] = cosine_at_step(base, 0.0, step, total_steps)
                 images, labels = images.to(device), torch.as_tensor(labels, dtype=torch.int64).to(device)
                 if augment is not None:
                     images = augment(images)[0]

@@ -26,6 +26,7 @@ from selfsup.errors import ConfigError
 from selfsup.evaluation.knn import topk_accuracy
 from selfsup.evaluation.storage import MemoryBudget
 from selfsup.evaluation.subsets import stratified_split
+from selfsup.schedules import cosine_at_step
 
 
 @dataclass
@@ -118,7 +119,7 @@ def linear_probe(
         order = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, batch_size):
             for group in optimizer.param_groups:  # cosine decay (Loshchilov & Hutter 2017), per step
-                group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total_steps))
+                group["lr"] = cosine_at_step(lr, 0.0, step, total_steps)
             idx = order[start:start + batch_size]
             loss = F.cross_entropy(head(train_rows(idx)), y_train[idx])
             optimizer.zero_grad(set_to_none=True)

@@ -6,6 +6,7 @@ from selfsup.heads.cpc_context import CPCContextNetwork, RowPredictors
 from selfsup.heads.decoder import ConvDecoder
 from selfsup.heads.dino import DINOHead
 from selfsup.heads.discriminator import ConvDiscriminator
+from selfsup.heads.mlp import hidden_block, mlp_layers
 from selfsup.heads.projection import ProjectionHead
 
 __all__ = [
@@ -17,4 +18,6 @@ __all__ = [
     "PatchSetClassifier",
     "ProjectionHead",
     "RowPredictors",
+    "hidden_block",
+    "mlp_layers",
 ]

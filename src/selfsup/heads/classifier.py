@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from selfsup.heads.mlp import hidden_block
 from selfsup.heads.projection import ProjectionHead
 
 
@@ -32,8 +33,7 @@ class PatchSetClassifier(nn.Module):
                  num_layers: int = 2) -> None:
         super().__init__()
         self.num_patches = num_patches
-        self.per_patch = nn.Sequential(nn.Linear(feature_dim, patch_dim, bias=False), nn.BatchNorm1d(patch_dim),
-                                       nn.ReLU(inplace=True))
+        self.per_patch = nn.Sequential(*hidden_block(feature_dim, patch_dim))
         self.fused = ProjectionHead(num_patches * patch_dim, hidden_dim, num_classes, num_layers=num_layers)
 
     def forward(self, features: Tensor) -> Tensor:

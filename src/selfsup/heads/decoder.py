@@ -8,6 +8,8 @@ from typing import List, Tuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.heads.mlp import hidden_block
+
 SMALLEST_MAP = 4  # the paper's decoder starts from 4×4 maps (DCGAN-style)
 NARROWEST = 32  # channel count below which the up-convolutions stop halving
 
@@ -52,8 +54,7 @@ class ConvDecoder(nn.Module):
         self.image_size = image_size
         self.start, steps = decoder_plan(image_size)
         self.width = width
-        self.project = nn.Sequential(nn.Linear(input_dim, width * self.start * self.start, bias=False),
-                                     nn.BatchNorm1d(width * self.start * self.start), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(*hidden_block(input_dim, width * self.start * self.start))
         layers: List[nn.Module] = []
         channels = width
         for _ in range(steps):

@@ -8,11 +8,13 @@ bottleneck of 256, an L2 normalisation, then a weight-normalised linear layer wi
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from selfsup.heads.mlp import mlp_layers
 
 
 class WeightNormalizedLinear(nn.Module):
@@ -80,18 +82,9 @@ class DINOHead(nn.Module):
         norm_last_layer: bool = True,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        layers: List[nn.Module] = []
-        dim = input_dim
-        for _ in range(num_layers - 1):
-            layers.append(nn.Linear(dim, hidden_dim))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(hidden_dim))
-            layers.append(nn.GELU())
-            dim = hidden_dim
-        layers.append(nn.Linear(dim, bottleneck_dim))
-        self.mlp = nn.Sequential(*layers)
+        # Hidden linear layers keep their bias even before a BatchNorm, as in DINO's reference code.
+        self.mlp = nn.Sequential(*mlp_layers(input_dim, hidden_dim, bottleneck_dim, num_layers, batch_norm=batch_norm,
+                                             activation=nn.GELU, hidden_bias=True))
         for module in self.mlp.modules():
             if isinstance(module, nn.Linear):  # DINO's init (the ViT convention)
                 nn.init.trunc_normal_(module.weight, std=0.02)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import List
-
 from torch import Tensor, nn
+
+from selfsup.heads.mlp import mlp_layers
 
 
 class ProjectionHead(nn.Module):
@@ -35,20 +35,8 @@ class ProjectionHead(nn.Module):
         last_batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        layers: List[nn.Module] = []
-        dim = input_dim
-        for _ in range(num_layers - 1):
-            layers.append(nn.Linear(dim, hidden_dim, bias=not batch_norm))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(hidden_dim))
-            layers.append(nn.ReLU(inplace=True))
-            dim = hidden_dim
-        layers.append(nn.Linear(dim, output_dim, bias=not last_batch_norm))
-        if last_batch_norm:
-            layers.append(nn.BatchNorm1d(output_dim, affine=False))
-        self.layers = nn.Sequential(*layers)
+        self.layers = nn.Sequential(*mlp_layers(input_dim, hidden_dim, output_dim, num_layers, batch_norm=batch_norm,
+                                                last_batch_norm=last_batch_norm))
         self.output_dim = output_dim
 
     def forward(self, x: Tensor) -> Tensor:

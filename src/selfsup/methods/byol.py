@@ -23,8 +23,9 @@ from selfsup.errors import ConfigError
 from selfsup.heads.projection import ProjectionHead
 from selfsup.losses.byol import BYOLLoss
 from selfsup.methods.base import DataSpec, Method, MethodConfig, MethodOutput, Progress
-from selfsup.methods.momentum import cosine_momentum, ema_update_, frozen_copy
+from selfsup.methods.momentum import ema_update_, frozen_copy
 from selfsup.methods.registry import METHODS
+from selfsup.schedules import cosine
 from selfsup.transforms import ViewConfig
 
 
@@ -92,6 +93,6 @@ class BYOL(Method):
     def on_step_end(self, output: MethodOutput, progress: Progress) -> None:
         # Eq. 1 after the optimizer step, with τ following the cosine schedule of Sec. 3.2.
         cfg = self.config
-        self.momentum = cosine_momentum(cfg.base_momentum, progress.fraction, final=cfg.final_momentum)
+        self.momentum = cosine(cfg.base_momentum, cfg.final_momentum, progress.fraction)
         ema_update_(self.target_backbone, self.backbone, self.momentum)
         ema_update_(self.target_projector, self.projector, self.momentum)

@@ -34,8 +34,9 @@ from selfsup.errors import ConfigError
 from selfsup.heads.dino import DINOHead
 from selfsup.losses.dino import TeacherCentering, dino_cross_entropy, teacher_temperature
 from selfsup.methods.base import DataSpec, Method, MethodConfig, MethodOutput, Progress
-from selfsup.methods.momentum import cosine_momentum, frozen_copy
+from selfsup.methods.momentum import frozen_copy
 from selfsup.methods.registry import METHODS
+from selfsup.schedules import cosine
 from selfsup.transforms import ViewConfig
 
 
@@ -165,7 +166,7 @@ class DINO(Method):
     @torch.no_grad()
     def on_step_end(self, output: MethodOutput, progress: Progress) -> None:
         cfg = self.config
-        momentum = cosine_momentum(cfg.teacher_momentum, progress.fraction, final=cfg.final_teacher_momentum)
+        momentum = cosine(cfg.teacher_momentum, cfg.final_teacher_momentum, progress.fraction)
         for teacher, student in self.teacher_student_pairs():
             ema_parameters_(teacher, student, momentum)
         self.update_centers(output.extras)

@@ -28,8 +28,9 @@ from selfsup.errors import ConfigError
 from selfsup.heads.projection import ProjectionHead
 from selfsup.losses.infonce import SymmetricInfoNCELoss
 from selfsup.methods.base import DataSpec, Method, MethodConfig, MethodOutput, Progress
-from selfsup.methods.momentum import cosine_momentum, ema_update_, frozen_copy
+from selfsup.methods.momentum import ema_update_, frozen_copy
 from selfsup.methods.registry import METHODS
+from selfsup.schedules import cosine
 from selfsup.transforms import ViewConfig
 
 
@@ -116,7 +117,7 @@ class MoCoV3(Method):
 
     def momentum_at(self, progress: Progress) -> float:
         """``m_t = 1 − (1 − m)·(cos(π·t/T) + 1)/2``: cosine from the base momentum to 1."""
-        return cosine_momentum(self.config.momentum, progress.fraction)
+        return cosine(self.config.momentum, 1.0, progress.fraction)
 
     def forward(self, views: List[Tensor], indices: Optional[Tensor] = None) -> MethodOutput:
         self.check_views(views)

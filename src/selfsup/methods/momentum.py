@@ -8,7 +8,6 @@ gradients; methods call :func:`ema_update_` from ``on_step_end``.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
@@ -38,9 +37,3 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
         torch._foreach_add_(target_params, online_params, alpha=1.0 - momentum)
     for t, o in zip(target.buffers(), online.buffers()):
         t.copy_(o)
-
-
-def cosine_momentum(base: float, progress: float, final: float = 1.0) -> float:
-    """``final − (final − base)·(cos(π·p) + 1)/2``: BYOL's τ schedule (Grill et al. 2020, Sec. 3.2),
-    also DINO's teacher momentum; ``p`` is the training progress in ``[0, 1]``."""
-    return final - (final - base) * (math.cos(math.pi * min(1.0, max(0.0, progress))) + 1) / 2

@@ -12,7 +12,7 @@ SimCLR (:mod:`selfsup.methods.simclr`) with the pre-training changes of Sec. 2:
 
 The representation for kNN / linear evaluation stays ``h = f(x)``, before the head. The third
 step of the paper, self-distillation of the fine-tuned network into a student on unlabelled
-images (Eq. 2), is :mod:`selfsup.distill` and the ``selfsup distill`` command.
+images (Eq. 2), is :mod:`selfsup.apps.distill` and the ``selfsup distill`` command.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ only, and its predicted colour distribution is ``Σ_i A_ij c_i`` with ``c_i`` th
 pixel's quantised colour (Eq. 1-2). The loss is the cross-entropy of that copy with the target
 pixel's true colour category (Eq. 3). Nothing but the pointer is learned, so the embeddings must
 find corresponding points; at test time the same pointer propagates segmentation masks
-(:func:`selfsup.tracking.propagate_masks`).
+(:func:`selfsup.apps.tracking.propagate_masks`).
 
 Implementation choices:
 
@@ -42,11 +42,34 @@ from selfsup.heads.colorization import DenseFusionHead, dense_features, feature_
 from selfsup.methods.base import DataSpec, Method, MethodConfig, MethodOutput, Progress
 from selfsup.methods.colorization import LightnessEncoder, rgb_statistics, stages_tuple
 from selfsup.methods.registry import METHODS
-from selfsup.tracking import attention_copy
 from selfsup.transforms import ViewConfig
 from selfsup.transforms.color import L_SCALE, downsample, normalized_lightness, rgb_to_lab, unnormalize
 
 KMEANS_INIT_ITERATIONS = 10  # Lloyd iterations after k-means++ on the first batch
+
+
+def attention_copy(reference: Tensor, target: Tensor, values: Tensor, temperature: float = 1.0,
+                   topk: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """Copy ``values`` from reference pixels to target pixels through attention (Vondrick et al., Eq. 1-2).
+
+    ``A_ij = exp(f_i · f_j / T) / Σ_k exp(f_k · f_j / T)`` over reference pixels ``i``, and target
+    pixel ``j`` gets ``Σ_i A_ij c_i``. With ``topk``, each target pixel attends only to its ``topk``
+    most similar reference pixels (a common sharpening for label propagation; off in training).
+
+    Args:
+        reference: ``(B, E, N)`` reference embeddings ``f_i``.
+        target: ``(B, E, M)`` target embeddings ``f_j``.
+        values: ``(B, N, K)`` what each reference pixel carries (one-hot colours, label probabilities).
+        temperature: ``T``.
+    Returns:
+        Copied values ``(B, M, K)`` and the attention ``(B, M, N)`` (rows sum to 1).
+    """
+    logits = torch.einsum("ben,bem->bmn", reference.float(), target.float()) / temperature
+    if topk is not None and topk < logits.shape[-1]:
+        kth = logits.topk(topk, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    attention = torch.softmax(logits, dim=-1)
+    return torch.bmm(attention, values.float()), attention
 
 
 @dataclass
@@ -225,4 +248,4 @@ def minibatch_kmeans_update_(centroids: Tensor, counts: Tensor, points: Tensor) 
     centroids.add_(rate * (means - centroids))
 
 
-__all__ = ["VideoColorization", "VideoColorizationConfig", "kmeans", "minibatch_kmeans_update_"]
+__all__ = ["VideoColorization", "VideoColorizationConfig", "attention_copy", "kmeans", "minibatch_kmeans_update_"]

@@ -13,15 +13,17 @@ Semi-Supervised Learners" (NeurIPS 2020), Sec. 2:
    The same temperature τ softens teacher and student (the paper uses τ = 1). With labels, Eq. 3
    mixes in the ordinary cross-entropy of the labelled images: ``(1 − α)·L_label + α·L_distill``.
 
-Plain PyTorch: models, data loaders and loops; the ``selfsup distill`` command
-(:mod:`selfsup.commands.distill`) reads and writes the files.
+Plain PyTorch: models, data loaders and loops, and the classifier files (``selfsup-classifier/1``,
+described in :mod:`selfsup.commands.distill`) with the teachers they can be read from
+(:func:`load_teacher`); ``selfsup distill`` (:mod:`selfsup.commands.distill`) is the command line.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +31,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from selfsup.data import UNLABELED, ImageDataset, TransformDataset
-from selfsup.errors import DataError
+from selfsup.errors import ConfigError, DataError
 from selfsup.evaluation import extract_features, topk_accuracy
+from selfsup.io import atomic_torch_save, load_torch_file
+from selfsup.schedules import cosine_at_step
 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -168,7 +172,7 @@ def _train(model: nn.Module, dataset: Dataset, settings: TrainSettings,
         losses = []
         for images, labels in loader:
             for group in optimizer.param_groups:  # cosine decay per step (Loshchilov & Hutter 2017)
-                group["lr"] = 0.5 * settings.lr * (1 + math.cos(math.pi * step / max(1, total)))
+                group["lr"] = cosine_at_step(settings.lr, 0.0, step, max(1, total))
             loss = step_loss(images.to(settings.device), torch.as_tensor(labels).to(settings.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -220,3 +224,103 @@ def top1_accuracy(classifier: nn.Module, dataset: ImageDataset, transform: Calla
     logits, labels = extract_features(classifier.to(device), TransformDataset(dataset, transform),
                                       batch_size=batch_size, device=device)
     return topk_accuracy(logits, labels, (1,))[0]
+
+
+# --------------------------------------------------------------------------- classifier files and teachers
+CLASSIFIER_FORMAT = "selfsup-classifier/1"
+_METHOD_PREFIX = "method."
+
+
+def _dataset_info(values: Dict[str, Any]):
+    from selfsup.data import DatasetInfo
+
+    return DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def build_trunk(spec: Dict[str, Any]) -> nn.Module:
+    """The (randomly initialised) trunk described by a classifier file's ``trunk`` entry."""
+    from selfsup.backbones import build_backbone
+    from selfsup.methods import DataSpec, build_backbone_for, build_method
+
+    method = spec.get("method")
+    if method is None:
+        return build_backbone(spec["backbone"], in_channels=spec["in_channels"], **spec["backbone_args"])
+    info = _dataset_info(method["dataset_info"])
+    backbone = build_backbone_for(method["name"], spec["backbone"], spec["backbone_args"], info.num_channels,
+                                  method["args"])
+    built = build_method(method["name"], backbone, method["args"], DataSpec(info, method.get("num_samples", 0)))
+    return built.finetune_trunk() if spec.get("finetune_trunk") else built.encoder()
+
+
+@dataclasses.dataclass
+class Teacher:
+    """What ``--teacher`` holds."""
+
+    module: nn.Module
+    """A ready :class:`Classifier` (classifier file), or a pre-trained trunk
+    ``(B, C, H, W) → (B, D)``."""
+    trunk_spec: Dict[str, Any]
+    """How to rebuild the trunk: the ``trunk`` entry of the classifier format."""
+    classifier: Optional[Dict[str, Any]] = None
+    """The classifier file's payload, when ``--teacher`` is one."""
+    config: Optional[Dict[str, Any]] = None
+    """The pre-training config, when known (its ``views.image_size`` is the default resolution)."""
+
+
+def _trunk_from_training_checkpoint(stored: Dict[str, Any], use_finetune_trunk: bool) -> Teacher:
+    from selfsup.methods import DataSpec, build_backbone_for, build_method
+
+    meta = stored["selfsup"]
+    config = meta["config"]
+    method_spec = {"name": config["method"], "args": config["method_args"], "dataset_info": meta["dataset_info"],
+                   "num_samples": meta.get("num_samples", 0)}
+    info = _dataset_info(meta["dataset_info"])
+    backbone = build_backbone_for(config["method"], config["backbone"], config["backbone_args"], info.num_channels,
+                                  config["method_args"])
+    method = build_method(config["method"], backbone, config["method_args"], DataSpec(info, method_spec["num_samples"]))
+    method.load_state_dict({k[len(_METHOD_PREFIX):]: v for k, v in stored["state_dict"].items()
+                            if k.startswith(_METHOD_PREFIX)})
+    finetune = use_finetune_trunk and hasattr(method, "finetune_trunk")
+    trunk = method.finetune_trunk() if finetune else method.encoder()
+    # in_channels: what the trunk reads, i.e. the dataset's images (the backbone may read fewer).
+    spec = {"backbone": config["backbone"], "backbone_args": dict(config["backbone_args"]),
+            "in_channels": info.num_channels, "method": method_spec, "finetune_trunk": finetune}
+    return Teacher(trunk, spec, config=config)
+
+
+def load_teacher(path: str, use_finetune_trunk: bool = True) -> Teacher:
+    """Read ``--teacher``: a classifier file, an exported encoder or a training checkpoint.
+
+    ``use_finetune_trunk``: for a training checkpoint of a method with ``finetune_trunk()``
+    (SimCLR v2), take that trunk instead of the evaluation encoder.
+    """
+    from selfsup.evaluation import load_encoder
+    from selfsup.evaluation.load import ENCODER_FORMAT
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"teacher '{path}' does not exist (give a .ckpt from `selfsup train`, a file from "
+                          "`selfsup export`, or a classifier file from `selfsup distill`)")
+    stored = load_torch_file(file, "a selfsup checkpoint, exported encoder or classifier file")
+    if isinstance(stored, dict) and stored.get("format") == CLASSIFIER_FORMAT:
+        classifier = Classifier(build_trunk(stored["trunk"]), stored["num_classes"])
+        classifier.load_state_dict(stored["state_dict"])
+        return Teacher(classifier, stored["trunk"], classifier=stored)
+    if isinstance(stored, dict) and stored.get("format") == ENCODER_FORMAT:
+        loaded = load_encoder(str(file))
+        spec = {"backbone": loaded.backbone, "backbone_args": dict(loaded.backbone_args),
+                "in_channels": loaded.in_channels, "method": loaded.method, "finetune_trunk": False}
+        return Teacher(loaded.encoder, spec, config=loaded.config)
+    if isinstance(stored, dict) and "selfsup" in stored and "state_dict" in stored:
+        return _trunk_from_training_checkpoint(stored, use_finetune_trunk)
+    raise ConfigError(f"teacher '{path}' is neither a selfsup training checkpoint, an exported encoder "
+                      f"({ENCODER_FORMAT}) nor a classifier file ({CLASSIFIER_FORMAT})")
+
+
+def save_classifier(path: Path, classifier: nn.Module, trunk_spec: Dict[str, Any], info, image_size: int) -> Path:
+    """Write a ``selfsup-classifier/1`` file (its layout: :mod:`selfsup.commands.distill`)."""
+    payload = {"format": CLASSIFIER_FORMAT, "trunk": trunk_spec, "num_classes": classifier.num_classes,
+               "classes": list(info.classes), "image_size": image_size, "dataset_info": dataclasses.asdict(info),
+               "state_dict": classifier.state_dict()}
+    atomic_torch_save(payload, path)
+    return path

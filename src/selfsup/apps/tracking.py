@@ -2,11 +2,13 @@
 
 A model trained to colourise a grey target frame by pointing into a colourful reference frame
 (:mod:`selfsup.methods.video_colorization`) can point with anything else: here, segmentation
-labels. :func:`attention_copy` is the pointer of the paper's Eq. 1-2 (each target pixel's copy is
-an attention-weighted sum of the reference pixels' values, the attention a softmax over dot
-products of per-pixel embeddings); :func:`propagate_masks` uses it to carry the first frame's
-mask through a video (Sec. 3.3, "tracking"), and :func:`mean_iou` scores the result against
-ground-truth masks (the region similarity J of the DAVIS benchmark).
+labels. The pointer is the method's :func:`~selfsup.methods.video_colorization.attention_copy`
+(the paper's Eq. 1-2: each target pixel's copy is an attention-weighted sum of the reference
+pixels' values, the attention a softmax over dot products of per-pixel embeddings);
+:func:`propagate_masks` uses it to carry the first frame's mask through a video (Sec. 3.3,
+"tracking"), and :func:`mean_iou` scores the result against ground-truth masks (the region
+similarity J of the DAVIS benchmark); :func:`read_masks` and :func:`write_mask` read and write
+label PNGs (DAVIS palettes). ``selfsup track`` (:mod:`selfsup.commands.track`) is the command line.
 
 Example:
     >>> masks = propagate_masks(model, frames, first_mask)   # frames (T, 3, H, W) uint8, first_mask (H, W)
@@ -15,11 +17,17 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional, Protocol, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
+
+from selfsup.errors import DataError
+from selfsup.methods.video_colorization import attention_copy
 
 
 class PixelEmbedder(Protocol):
@@ -28,30 +36,6 @@ class PixelEmbedder(Protocol):
     def pixel_embeddings(self, rgb: Tensor) -> Tensor:
         """RGB in [0, 1] ``(B, 3, H, W)`` -> embeddings ``(B, E, h, w)``."""
         ...
-
-
-def attention_copy(reference: Tensor, target: Tensor, values: Tensor, temperature: float = 1.0,
-                   topk: Optional[int] = None) -> Tuple[Tensor, Tensor]:
-    """Copy ``values`` from reference pixels to target pixels through attention (Vondrick et al., Eq. 1-2).
-
-    ``A_ij = exp(f_i · f_j / T) / Σ_k exp(f_k · f_j / T)`` over reference pixels ``i``, and target
-    pixel ``j`` gets ``Σ_i A_ij c_i``. With ``topk``, each target pixel attends only to its ``topk``
-    most similar reference pixels (a common sharpening for label propagation; off in training).
-
-    Args:
-        reference: ``(B, E, N)`` reference embeddings ``f_i``.
-        target: ``(B, E, M)`` target embeddings ``f_j``.
-        values: ``(B, N, K)`` what each reference pixel carries (one-hot colours, label probabilities).
-        temperature: ``T``.
-    Returns:
-        Copied values ``(B, M, K)`` and the attention ``(B, M, N)`` (rows sum to 1).
-    """
-    logits = torch.einsum("ben,bem->bmn", reference.float(), target.float()) / temperature
-    if topk is not None and topk < logits.shape[-1]:
-        kth = logits.topk(topk, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    attention = torch.softmax(logits, dim=-1)
-    return torch.bmm(attention, values.float()), attention
 
 
 def _as_unit_rgb(frames: Tensor) -> Tensor:
@@ -132,4 +116,37 @@ def mean_iou(predicted: Tensor, truth: Tensor, skip_first: bool = True) -> float
     return float(sum(scores) / len(scores)) if scores else float("nan")
 
 
-__all__ = ["PixelEmbedder", "attention_copy", "mean_iou", "propagate_masks"]
+#: background black, then distinct colours for objects 1, 2, … (the label is the palette index).
+PALETTE = [0, 0, 0, 230, 25, 75, 60, 180, 75, 255, 225, 25, 0, 130, 200, 245, 130, 48, 145, 30, 180,
+           70, 240, 240, 240, 50, 230, 210, 245, 60, 250, 190, 212, 0, 128, 128]
+
+
+def read_masks(paths: list[Path]) -> list[torch.Tensor]:
+    """Label masks ``(H, W)`` int64 of one video: palette indices (DAVIS), or for grey/RGB images the
+    rank of each distinct value among all of the video's masks (black = 0, background)."""
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                if image.mode == "P":
+                    arrays.append(("index", np.array(image, dtype=np.int64)))
+                    continue
+                pixels = np.array(image.convert("RGB"), dtype=np.int64)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"cannot read mask {path}: {e}".replace("\n", " ")) from e
+        arrays.append(("code", (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]))
+    codes = np.unique(np.concatenate([a.ravel() for kind, a in arrays if kind == "code"] or [np.zeros(1, np.int64)]))
+    codes = np.union1d(codes, [0])  # black is label 0 even when no mask has background
+    return [torch.from_numpy(a if kind == "index" else np.searchsorted(codes, a)) for kind, a in arrays]
+
+
+def write_mask(mask: torch.Tensor, path: Path) -> None:
+    """Labels ``(H, W)`` as a palette PNG (index = label)."""
+    if int(mask.max()) > 255:
+        raise DataError(f"mask has label {int(mask.max())}; palette PNGs hold labels 0..255")
+    image = Image.fromarray(mask.to(torch.uint8).numpy(), mode="P")
+    image.putpalette(PALETTE + [0] * (768 - len(PALETTE)))
+    image.save(path)
+
+
+__all__ = ["PALETTE", "PixelEmbedder", "attention_copy", "mean_iou", "propagate_masks", "read_masks", "write_mask"]
