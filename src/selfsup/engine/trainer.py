@@ -13,12 +13,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Subset
 
 from selfsup.config import TrainConfig, _build
-from selfsup.data import ImageDataset, TensorImageDataset, TransformDataset, ViewDataset, load_dataset
+from selfsup.data import FolderDataset, ImageDataset, TensorImageDataset, TransformDataset, ViewDataset, load_dataset
+from selfsup.data.decode import DecodedFolder
 from selfsup.engine.allocator import tune_cpu_allocator
 from selfsup.engine.checkpoint import AtomicCheckpointIO
 from selfsup.engine.module import CHECKPOINT_KEY, KnnMonitorData, SelfSupervisedModule
@@ -26,6 +27,7 @@ from selfsup.errors import ConfigError, DataError
 from selfsup.ops import use_winograd
 from selfsup.methods import METHODS
 from selfsup.transforms import MultiViewTransform, ViewConfig, eval_transform
+from selfsup.transforms.split_views import CropFlipViews
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +65,31 @@ def use_batched_augment(config: TrainConfig, dataset: ImageDataset) -> bool:
     return config.augment == "batched"
 
 
+def augment_mode(config: TrainConfig, dataset: ImageDataset) -> str:
+    """Where the views are made: 'batched', 'split' or 'per-image' (``config.augment`` with 'auto' resolved).
+
+    'auto' splits the views of image folders when training on a GPU: the workers decode and crop,
+    the GPU does the colour ops (batched there, they cost a fraction of the step; per image they
+    cost the workers more than the decode). On the CPU the colour ops would then compete with the
+    step for the same cores, so folders stay per-image there.
+    """
+    if config.augment == "auto" and not isinstance(dataset, TensorImageDataset):
+        return "split" if isinstance(dataset, FolderDataset) and not runs_on_cpu(config.trainer.accelerator) \
+            else "per-image"
+    return "batched" if use_batched_augment(config, dataset) else config.augment
+
+
 def build_train_loader(config: TrainConfig, dataset: ImageDataset, views: ViewConfig) -> DataLoader:
     """Batches of ``(views, labels, indices)``; with batched augmentation ``views`` is the
-    single uint8 batch ``[(B, C, H, W)]`` that the module turns into views on its device."""
-    transform = _single_view if use_batched_augment(config, dataset) else MultiViewTransform(views, dataset.info)
+    single uint8 batch ``[(B, C, H, W)]`` that the module turns into views on its device; with
+    split augmentation it is one uint8 crop batch per view, coloured on the device."""
+    mode = augment_mode(config, dataset)
+    if isinstance(dataset, FolderDataset):
+        dataset = DecodedFolder(dataset)  # the same pixels, decoded by torchvision.io (selfsup.data.decode)
+    if mode == "batched":
+        transform: Any = _single_view
+    else:
+        transform = (CropFlipViews if mode == "split" else MultiViewTransform)(views, dataset.info)
     return DataLoader(
         ViewDataset(dataset, transform),
         batch_size=config.batch_size,
@@ -147,8 +170,9 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         )
     module = SelfSupervisedModule(
         config, dataset.info, build_knn_monitor(config, dataset, views),
-        batch_views=views if use_batched_augment(config, dataset) else None,
+        batch_views=views if augment_mode(config, dataset) in ("batched", "split") else None,
         num_samples=len(dataset),
+        split_views=augment_mode(config, dataset) == "split",
     )
     if config.trainer.cpu_convolution == "winograd" and runs_on_cpu(config.trainer.accelerator):
         use_winograd(module.method)  # 3×3 stride-1 convolutions of float32 CPU steps (selfsup.ops.winograd)
@@ -179,7 +203,11 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         enable_progress_bar=tc.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[checkpointing, *callbacks],
+        # The progress bar reads the step's loss (a host sync) at each refresh: on a GPU, refresh
+        # at the logging interval so that the CPU can queue steps ahead of the GPU.
+        callbacks=[checkpointing, *callbacks] + ([TQDMProgressBar(refresh_rate=1 if runs_on_cpu(tc.accelerator)
+                                                                  else max(1, tc.log_every_n_steps))]
+                                                 if tc.progress_bar else []),
         logger=[
             CSVLogger(output_dir, name="logs", version=""),
             TensorBoardLogger(output_dir, name="logs", version="", default_hp_metric=False),
