@@ -29,11 +29,12 @@ def config(*settings: str):
     return make_config(overrides=[parse_override(s) for s in settings])
 
 
-def test_auto_splits_folder_views_on_a_gpu_only(shapes_folder: Path) -> None:
+def test_auto_splits_folder_views(shapes_folder: Path) -> None:
     folder = FolderDataset(shapes_folder / "train")
     in_memory = TensorImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), None, COLOR)
-    assert augment_mode(config("trainer.accelerator=cpu"), folder) == "per-image"
+    assert augment_mode(config("trainer.accelerator=cpu"), folder) == "split"
     assert augment_mode(config("trainer.accelerator=gpu"), folder) == "split"
+    assert augment_mode(config("trainer.accelerator=cpu"), in_memory) == "batched"
     assert augment_mode(config("trainer.accelerator=gpu"), in_memory) == "batched"
     assert augment_mode(config("trainer.accelerator=cpu", "augment=split"), folder) == "split"
     assert augment_mode(config("trainer.accelerator=gpu", "augment=per-image"), folder) == "per-image"

@@ -138,7 +138,7 @@ class TrainConfig:
     present — with tensor ops; needs equal-size images), 'per-image' (torchvision per image in
     DataLoader workers; any image sizes), 'split' (crop and flip per image in the workers, colour
     ops batched on the training device; any image sizes) or 'auto' (batched for in-memory datasets,
-    split for image folders trained on a GPU, per-image otherwise)."""
+    split for image folders, per-image otherwise)."""
     output_dir: Optional[str] = None
     """Checkpoints, logs and results go here (default: runs/<method>-<data>)."""
     seed: int = 0
