@@ -71,8 +71,8 @@ def augment_mode(config: TrainConfig, dataset: ImageDataset) -> str:
     'auto' splits the views of image folders: the workers decode, crop and flip, the training
     device does the colour ops on whole batches. Per image, SimCLR's 224-px colour ops cost the
     workers more than decoding; batched they cost a fraction of a GPU step, and on one CPU thread
-    the split path measured 1.8x less CPU time per image than the per-image one (31.6 vs 57.8 ms,
-    decode included; see README "Image folders at GPU speed").
+    the split path measured 1.8x less CPU time per image than the per-image one (25.0 vs 45.8 ms,
+    decode included: ``benchmarks/split_views_cpu.py``).
     """
     if config.augment == "auto" and not isinstance(dataset, TensorImageDataset):
         return "split" if isinstance(dataset, FolderDataset) else "per-image"
