@@ -136,6 +136,14 @@ def read_checkpoint_config(path: str | Path) -> Dict[str, Any]:
     return checkpoint[CHECKPOINT_KEY]
 
 
+def resume_checkpoint(output_dir: Path) -> Optional[Path]:
+    """What ``--resume`` continues from: the newer of ``last.ckpt`` (every epoch end) and the
+    ``hpc_ckpt_N.ckpt`` Lightning saves when SLURM signals a job before its time limit (see
+    examples/slurm/train.sbatch); None when the folder holds neither."""
+    found = [p for p in [output_dir / LAST_CHECKPOINT, *output_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def runs_on_cpu(accelerator: str) -> bool:
     """Whether Lightning's ``accelerator`` setting trains on the CPU here."""
     return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
@@ -151,7 +159,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
     config.validate()
     output_dir = Path(config.output_dir)
     last = output_dir / LAST_CHECKPOINT
-    if resume and not last.is_file():
+    resume_from = resume_checkpoint(output_dir) if resume else None
+    if resume and resume_from is None:
         raise ConfigError(f"--resume: no checkpoint '{last}' to resume from; drop --resume to start a new run")
     if not resume and last.is_file():
         raise ConfigError(
@@ -220,7 +229,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
     start = time.perf_counter()
-    trainer.fit(module, loader, ckpt_path=str(last) if resume else None)
+    trainer.fit(module, loader, ckpt_path=str(resume_from) if resume_from is not None else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     return TrainResult(
         output_dir=output_dir,
