@@ -38,7 +38,7 @@ class CompiledForward:
     def __init__(self, method: nn.Module, setting: Union[bool, str]) -> None:
         self.method = method
         self.mode = compile_mode(setting)
-        self.graphs = False  # set once the first compiled step runs on a GPU with a graph mode
+        self.graphs = False  # whether the last step replayed CUDA graphs (its outputs are overwritten by the next)
         self._compiled: Optional[Callable[..., Any]] = None
         self._proven = False
         if self.mode is not None:
@@ -55,8 +55,8 @@ class CompiledForward:
     def __call__(self, views: Any, indices: Any) -> Any:
         if self._compiled is None:
             return self.method(views, indices)
-        graphs = self.mode in GRAPH_MODES and any(v.is_cuda for v in views)
-        if graphs:
+        self.graphs = self.mode in GRAPH_MODES and any(v.is_cuda for v in views)
+        if self.graphs:
             torch.compiler.cudagraph_mark_step_begin()
         if self._proven:
             return self._compiled(views, indices)
@@ -64,7 +64,7 @@ class CompiledForward:
             output = self._compiled(views, indices)
         except Exception as err:
             self._warn(err)
-            self._compiled = None
+            self._compiled, self.graphs = None, False
             return self.method(views, indices)
-        self._proven, self.graphs = True, graphs
+        self._proven = True
         return output
