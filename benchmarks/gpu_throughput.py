@@ -31,6 +31,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -266,6 +267,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         guarded(report, "compile-time", lambda: (step(ready), sync(device),
                                                 {"seconds": round(time.perf_counter() - start, 1),
                                                  "compiled": step.forward._proven})[-1])
+        if args.only_compile:  # filling the Inductor cache for a later run
+            return 0
     else:
         def ceiling() -> Dict[str, Any]:
             backbone = method.backbone
@@ -447,7 +450,9 @@ def _write_jpegs(task) -> int:
         smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.int16)
         grain = rng.integers(-12, 13, (h, w, 1), dtype=np.int16)
         pixels = np.clip(smooth + grain, 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(Path(folder) / f"{i:06d}.jpg", quality=90)
+        partial = Path(folder) / f".{i:06d}.jpg"  # hidden (FolderDataset skips it) until complete
+        Image.fromarray(pixels).save(partial, quality=90)
+        partial.rename(Path(folder) / f"{i:06d}.jpg")
         written += 1
     return written
 
@@ -493,13 +498,26 @@ def _count(batch: List[Any]) -> int:
     return len(batch)
 
 
-def loader_rate(dataset, batch: int, workers: int, waves: int = 2, collate=None, pin: bool = False) -> Dict[str, Any]:
+def shared_memory_workers(workers: int, batch_bytes: int, prefetch: int = 2) -> int:
+    """Workers whose batches in flight fit in half of /dev/shm (containers often have little of it):
+    each worker keeps up to ``prefetch`` batches there."""
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return workers
+    return max(1, min(workers, int(0.5 * free) // max(1, prefetch * batch_bytes)))
+
+
+def loader_rate(dataset, batch: int, workers: int, waves: int = 2, collate=None, pin: bool = False,
+                item_bytes: int = 0) -> Dict[str, Any]:
     """Images/s of a DataLoader alone, over ``waves`` x ``workers`` batches after a first wave.
 
     Each worker makes whole batches, so batches arrive in waves of ``workers``: the first wave
     (worker start-up, all workers finishing together) is the warm-up, and the rate is taken over
     whole waves; the spread is the slowest and fastest wave.
     """
+    asked = workers
+    workers = shared_memory_workers(workers, batch * item_bytes) if workers else 0
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
                                          num_workers=workers, collate_fn=collate, pin_memory=pin,
                                          persistent_workers=False, prefetch_factor=2 if workers else None)
@@ -517,8 +535,11 @@ def loader_rate(dataset, batch: int, workers: int, waves: int = 2, collate=None,
         wave_times.append(time.perf_counter() - start)
     del iterator
     images = per_wave * batch
-    return {"img_per_s": round(images * waves / sum(wave_times), 1), "min": round(images / max(wave_times), 1),
-            "max": round(images / min(wave_times), 1), "batches": waves * per_wave, "workers": workers}
+    out = {"img_per_s": round(images * waves / sum(wave_times), 1), "min": round(images / max(wave_times), 1),
+           "max": round(images / min(wave_times), 1), "batches": waves * per_wave, "workers": workers}
+    if workers < asked:
+        out["workers_capped_by_dev_shm"] = True
+    return out
 
 
 def cmd_folder(args: argparse.Namespace) -> int:
@@ -536,18 +557,23 @@ def cmd_folder(args: argparse.Namespace) -> int:
                                                               collate=_count))
     guarded(report, "decode-pil", lambda: loader_rate(_Files(files, "pil"), batch, workers, collate=_count))
     decoded = DecodedFolder(folder)
+    side = args.image_size
+    crop_bytes, view_bytes = 2 * 3 * side * side, 2 * 4 * 3 * side * side  # two uint8 crops / float32 views
+    with contextlib.suppress(OSError):
+        report.data["dev_shm_free_gb"] = round(shutil.disk_usage("/dev/shm").free / 2**30, 1)
     guarded(report, "loader-split", lambda: loader_rate(ViewDataset(decoded, CropFlipViews(cfg, folder.info)), batch,
-                                                        workers, pin=device.type == "cuda"))
+                                                        workers, pin=device.type == "cuda", item_bytes=crop_bytes))
     guarded(report, "loader-per-image", lambda: loader_rate(ViewDataset(decoded, MultiViewTransform(cfg, folder.info)),
-                                                            batch, workers, waves=1))
+                                                            batch, workers, waves=1, item_bytes=view_bytes))
 
     def full() -> Dict[str, Any]:
         _, method, optimizer, channels_last = build_selfsup("simclr-resnet50", args, device)
         step = SelfSupStep(method, optimizer, device, channels_last)
         colour = PhotometricViews(cfg, folder.info).to(device)
         stream = ViewStream()
+        full_workers = shared_memory_workers(workers, batch * crop_bytes) if workers else 0
         loader = torch.utils.data.DataLoader(ViewDataset(decoded, CropFlipViews(cfg, folder.info)), batch_size=batch,
-                                             shuffle=True, drop_last=True, num_workers=workers,
+                                             shuffle=True, drop_last=True, num_workers=full_workers,
                                              pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None)
         iterator = iter(loader)
         waits: List[float] = []
@@ -558,10 +584,10 @@ def cmd_folder(args: argparse.Namespace) -> int:
             waits.append(time.perf_counter() - start)
             step(list(stream.run(lambda: colour([c.to(device, non_blocking=True) for c in crops]), device)))
 
-        warmup, steps = max(args.warmup, workers), max(args.steps, 2 * workers)  # whole waves of batches
+        warmup, steps = max(args.warmup, full_workers), max(args.steps, 2 * full_workers)  # whole waves of batches
         times = time_steps(run, warmup, steps, device)
         wait_share = sum(waits[warmup:]) / sum(times)
-        return {**rate(times, batch), "workers": workers, "data_wait_share": round(min(1.0, wait_share), 3)}
+        return {**rate(times, batch), "workers": full_workers, "data_wait_share": round(min(1.0, wait_share), 3)}
 
     guarded(report, "full-split", full)
     rows = {r["row"]: r for r in report.data["rows"] if "img_per_s" in r}
@@ -572,7 +598,7 @@ def cmd_folder(args: argparse.Namespace) -> int:
         limit = min(stages, key=stages.get)
         report.data["limit"] = limit
         if "loader-split" in rows:
-            per_core = rows["loader-split"]["img_per_s"] / workers
+            per_core = rows["loader-split"]["img_per_s"] / rows["loader-split"]["workers"]
             report.data["cores_for_2400_img_per_s"] = round(2400 / per_core, 1)
         report.write()
     return 0
@@ -625,6 +651,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     m.add_argument("--source-size", type=int, default=256, help="side of the uint8 images the full rows crop")
     m.add_argument("--compile", action="store_true", help="rows with trainer.compile instead of the eager ones")
     m.add_argument("--compile-mode", default="default", help="torch.compile mode for --compile")
+    m.add_argument("--only-compile", action="store_true", help="with --compile: compile, time it, stop")
     d = sub.add_parser("default-job", parents=[common], help="`selfsup train` defaults: steps/s per variant")
     d.add_argument("--data-dir", default=os.environ.get("FMNIST_DIR"))
     d.add_argument("--variants", default="float32,bf16-mixed,float32+sync-each-step")
