@@ -608,6 +608,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     """Per-image decode time, PIL vs torchvision.io, one thread, the same files."""
     torch.set_num_threads(1)
     files = sorted(Path(args.dir).glob("*.jpg"))[: args.images]
+    if not files:
+        print(f"no JPEGs in {args.dir}", file=sys.stderr)
+        return 1
     result: Dict[str, Any] = {"files": len(files)}
     for name in ("pil", "torchvision"):
         dataset = _Files(files, name)
