@@ -47,8 +47,9 @@ def test_split_views_train_end_to_end(tmp_path: Path, monkeypatch) -> None:
     from test_engine import tiny_config
 
     data = tmp_path / "data"
-    for split, seed in (("train", 0), ("test", 1)):  # photos of varying sizes, as in a real folder
-        write_image_folder(data / split, per_class=12, channels=3, seed=seed, size=20 + 7 * seed)
+    for split, per_class in (("train", 12), ("test", 4)):  # each class its own image size, as photos vary
+        write_image_folder(data / split, classes=("small",), per_class=per_class, channels=3, size=20)
+        write_image_folder(data / split, classes=("large",), per_class=per_class, channels=3, size=33, seed=1)
     calls = []
     original = PhotometricViews.forward
 
