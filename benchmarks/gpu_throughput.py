@@ -329,7 +329,7 @@ class StepClock:
     """
 
     def __init__(self, warmup: int, probe: int = 5) -> None:
-        self.warmup, self.probe = warmup, min(probe, warmup - warmup // 2)  # probes stay in the warm-up
+        self.warmup, self.probe = warmup, min(probe, warmup - warmup // 2 - 1)  # probes stay in the warm-up
         self.starts: List[float] = []
         self.end = 0.0
         self.syncs: Dict[str, int] = {}
@@ -342,13 +342,10 @@ class StepClock:
         clock = self
 
         class _Clock(Callback):
+            # A probe runs from the end of one step to the end of the next, so that it also sees the
+            # next batch's copy and views (made between the two, in transfer_batch_to_device).
             def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
                 clock.starts.append(time.perf_counter())
-                if torch.cuda.is_available() and clock.warmup // 2 <= len(clock.starts) - 1 < clock.warmup // 2 + clock.probe:
-                    clock._catch = warnings.catch_warnings(record=True)
-                    clock._records = clock._catch.__enter__()
-                    warnings.simplefilter("always")
-                    torch.cuda.set_sync_debug_mode("warn")
 
             def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
                 if clock._catch is not None:
@@ -360,6 +357,12 @@ class StepClock:
                     clock._catch.__exit__(None, None, None)
                     clock._catch = None
                     clock.probed += 1
+                first = clock.warmup // 2
+                if torch.cuda.is_available() and first <= len(clock.starts) < first + clock.probe:
+                    clock._catch = warnings.catch_warnings(record=True)
+                    clock._records = clock._catch.__enter__()
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
 
             def on_train_end(self, trainer, module) -> None:
                 if torch.cuda.is_available():
@@ -373,8 +376,8 @@ class StepClock:
         gaps = [b - a for a, b in zip(timed, timed[1:] + [self.end])]
         out = {"steps_per_s": round(len(timed) / (self.end - timed[0]), 1), "timed_steps": len(timed),
                "median_step_ms": round(1000 * statistics.median(gaps), 2),
-               "p25_step_ms": round(1000 * statistics.quantiles(gaps, n=4)[0], 2),
-               "p75_step_ms": round(1000 * statistics.quantiles(gaps, n=4)[2], 2)}
+               "p25_step_ms": round(1000 * statistics.quantiles(gaps, n=4, method="inclusive")[0], 2),
+               "p75_step_ms": round(1000 * statistics.quantiles(gaps, n=4, method="inclusive")[2], 2)}
         if self.probed:
             out["host_syncs_per_step"] = round(sum(self.syncs.values()) / self.probed, 2)
             out["sync_sites"] = dict(sorted(self.syncs.items(), key=lambda kv: -kv[1])[:8])
