@@ -80,9 +80,14 @@ class TrainerConfig:
     set; pip install 'selfsup[wandb]'), mlflow (file store unless MLFLOW_TRACKING_URI is set; 'selfsup[mlflow]')."""
     keep_checkpoints: int = 3
     """Epoch checkpoints kept besides last.ckpt: the N most recent (-1: every epoch's, 0: last.ckpt only)."""
+    compile: Union[bool, str] = False
+    """torch.compile the method (backbone, heads, loss): false, true (mode 'default'),
+    'reduce-overhead' (CUDA graphs: less per-step launch overhead for small models on a GPU) or
+    'max-autotune'. The first steps compile (seconds to minutes); anything it cannot compile runs eagerly."""
 
 
 LOGGER_CHOICES = ("csv", "tensorboard", "wandb", "mlflow")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -139,7 +144,9 @@ class TrainConfig:
     augment: str = "auto"
     """Where views are made: 'batched' (whole uint8 batches on the training device — GPU when
     present — with tensor ops; needs equal-size images), 'per-image' (torchvision per image in
-    DataLoader workers; any image sizes) or 'auto' (batched for in-memory datasets)."""
+    DataLoader workers; any image sizes), 'split' (crop and flip per image in the workers, colour
+    ops batched on the training device; any image sizes) or 'auto' (batched for in-memory datasets,
+    split for image folders, per-image otherwise)."""
     output_dir: Optional[str] = None
     """Checkpoints, logs and results go here (default: runs/<method>-<data>)."""
     seed: int = 0
@@ -159,8 +166,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.augment not in ("auto", "batched", "per-image"):
-            raise ConfigError(f"unknown augment '{self.augment}'; valid choices: auto, batched, per-image")
+        if self.augment not in ("auto", "batched", "per-image", "split"):
+            raise ConfigError(f"unknown augment '{self.augment}'; valid choices: auto, batched, per-image, split")
+        compile_mode = self.trainer.compile
+        if not isinstance(compile_mode, bool) and compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"unknown trainer.compile '{compile_mode}'; valid choices: false, true, "
+                              f"{', '.join(COMPILE_MODES)}")
         if self.trainer.cpu_allocator not in ("tuned", "system"):
             raise ConfigError(f"unknown trainer.cpu_allocator '{self.trainer.cpu_allocator}'; valid choices: system, tuned")
         if self.trainer.cpu_convolution not in ("winograd", "direct"):

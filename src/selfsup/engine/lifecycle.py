@@ -22,11 +22,12 @@ RESUMABLE_KEYS: Tuple[str, ...] = (
     "epochs", "num_workers", "output_dir", "data_dir", "download", "eval_data",
     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.progress_bar",
     "trainer.log_every_n_steps", "trainer.logger", "trainer.keep_checkpoints", "trainer.channels_last",
-    "trainer.cpu_allocator", "trainer.cpu_convolution", "trainer.deterministic",
+    "trainer.cpu_allocator", "trainer.cpu_convolution", "trainer.deterministic", "trainer.compile",
     "monitor.knn_every", "monitor.knn_k", "monitor.knn_temperature", "monitor.knn_train_samples",
     "monitor.knn_test_samples", "monitor.health_samples",
     "eval.",
 )
+
 
 class _Absent:
     """A key one of the two configs does not have."""

@@ -21,12 +21,15 @@ from torch.utils.data import Dataset
 from selfsup.config import TrainConfig
 from selfsup.data import DatasetInfo
 from selfsup.engine.checkpoint import capture_rng_state, restore_rng_state
+from selfsup.engine.compile import CompiledForward
+from selfsup.engine.overlap import ViewsMade, ViewStream
 from selfsup.engine.optim import build_optimizer, build_scheduler, split_decay_groups
 from selfsup.evaluation import extract_features, knn_accuracy
 from selfsup.evaluation.health import SECOND_VIEW_KEY, HealthMonitor
 from selfsup.methods import DataSpec, Progress, build_backbone_for, build_method
 from selfsup.schedules import cosine
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
+from selfsup.transforms.split_views import PhotometricViews
 
 CHECKPOINT_KEY = "selfsup"
 
@@ -52,6 +55,9 @@ class SelfSupervisedModule(L.LightningModule):
         knn_data: optional labelled data for the kNN monitor.
         batch_views: when given, batches arrive as uint8 images and are augmented here, on the
             training device, by :class:`~selfsup.transforms.BatchedMultiViewTransform`.
+        split_views: with ``batch_views``, batches arrive as uint8 crops, one per view, made in the
+            DataLoader workers by :class:`~selfsup.transforms.split_views.CropFlipViews`, and get their
+            colour ops here (:class:`~selfsup.transforms.split_views.PhotometricViews`).
     """
 
     def __init__(
@@ -61,6 +67,7 @@ class SelfSupervisedModule(L.LightningModule):
         knn_data: Optional[KnnMonitorData] = None,
         batch_views: Optional[ViewConfig] = None,
         num_samples: int = 0,
+        split_views: bool = False,
     ) -> None:
         super().__init__()
         self.config = config
@@ -74,6 +81,10 @@ class SelfSupervisedModule(L.LightningModule):
         if config.monitor.online_probe and info.num_classes > 0:
             self.probe = nn.Linear(self.encoder.feature_dim, info.num_classes)
         self.batch_augment = BatchedMultiViewTransform(batch_views, info) if batch_views is not None else None
+        if batch_views is not None and split_views:
+            self.batch_augment = PhotometricViews(batch_views, info)
+        self.views_stream = ViewStream()
+        self.compiled_forward = CompiledForward(self.method, config.trainer.compile)
         health_samples = config.monitor.health_samples
         self.health = HealthMonitor(health_samples) if health_samples > 1 else None
         self.channels_last = config.trainer.channels_last and _is_convolutional(backbone)
@@ -131,35 +142,56 @@ class SelfSupervisedModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.method.on_before_optimizer_step(self._progress())
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        transfer = super().transfer_batch_to_device
         if self.batch_augment is None or not self.trainer.training:
+            return transfer(batch, device, dataloader_idx)
+        # On a GPU, copy and views run on a side stream, beside the previous step (see ViewStream).
+        return self.views_stream.run(lambda: self._make_views(transfer(batch, device, dataloader_idx)), device)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.batch_augment is None or not self.trainer.training or isinstance(batch, ViewsMade):
             return batch
-        (images,), labels, indices = batch
+        return self._make_views(batch)
+
+    def _make_views(self, batch: Any) -> Any:
+        inputs, labels, indices = batch
+        if isinstance(self.batch_augment, PhotometricViews):
+            return self.batch_augment(inputs), labels, indices
+        (images,) = inputs
         return self.batch_augment(images), labels, indices
 
     def training_step(self, batch: Any, batch_idx: int) -> Dict[str, Any]:
         views, labels, indices = batch
         if self.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        output = self.method(views, indices)
+        output = self.compiled_forward(views, indices)
         # A non-finite loss is caught by selfsup.engine.guard.DivergenceGuard, which reads a
         # device-side flag every log_every_n_steps steps instead of syncing here on every step.
         batch_size = views[0].shape[0]
         if self.health is not None:
-            self.health.update(output.features, output.extras.get(SECOND_VIEW_KEY))
+            second = output.extras.get(SECOND_VIEW_KEY)
+            if self.compiled_forward.graphs:  # CUDA graph outputs are overwritten by the next step's replay
+                second = second.detach().clone() if second is not None else None
+                self.health.update(output.features.detach().clone(), second)
+            else:
+                self.health.update(output.features, second)
         logs = {"train/loss": output.loss.detach()}
         logs.update({f"train/{name}": value for name, value in output.logs.items()})
         loss = output.loss
         if self.probe is not None:
-            labelled = labels >= 0
-            if labelled.any():
-                logits = self.probe(output.features.detach()[labelled].float())
-                probe_loss = F.cross_entropy(logits, labels[labelled])
-                loss = loss + probe_loss
-                logs["train/probe_acc"] = (logits.argmax(1) == labels[labelled]).float().mean()
+            # Unlabelled rows (-1) weigh 0: masking by weights, not by indexing, spares a host sync.
+            labelled = (labels >= 0).float()
+            count = labelled.sum().clamp(min=1.0)
+            logits = self.probe(output.features.detach().float())
+            per_row = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+            loss = loss + (per_row * labelled).sum() / count
+            logs["train/probe_acc"] = ((logits.argmax(1) == labels).float() * labelled).sum() / count
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("loss", output.loss.detach(), prog_bar=True, logger=False, batch_size=batch_size)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        # A CPU tensor: logging a Python float would copy it to the device, a blocking copy every step.
+        self.log("train/lr", torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"]), on_step=True,
+                 on_epoch=False)
         return {"loss": loss, "output": output}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -50,7 +50,7 @@ def standardize(z: Tensor, eps: float = 1e-5, global_batch: bool = True) -> Tupl
     Returns:
         ``(B, D)`` standardised local rows and the global row count ``N`` (a 0-d tensor).
     """
-    count = _sum_over_processes(torch.tensor(float(z.shape[0]), device=z.device, dtype=z.dtype), global_batch)
+    count = _sum_over_processes(torch.full((), float(z.shape[0]), device=z.device, dtype=z.dtype), global_batch)
     mean = _sum_over_processes(z.sum(dim=0), global_batch) / count
     centred = z - mean
     var = _sum_over_processes(centred.pow(2).sum(dim=0), global_batch) / count

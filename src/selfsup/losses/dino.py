@@ -80,7 +80,7 @@ class TeacherCentering(nn.Module):
         self.register_buffer("center", torch.zeros(dim))
 
     @torch.no_grad()
-    def probabilities(self, teacher_logits: Tensor, temperature: float) -> Tensor:
+    def probabilities(self, teacher_logits: Tensor, temperature: float | Tensor) -> Tensor:
         """``softmax((logits − c) / τ_t)``: ``(..., K) → (..., K)``, computed in float32."""
         return F.softmax((full_precision(teacher_logits) - self.center) / temperature, dim=-1)
 
@@ -88,7 +88,7 @@ class TeacherCentering(nn.Module):
     def update_(self, teacher_logits: Tensor) -> None:
         """Move the centre towards the mean of ``teacher_logits`` ``(N, K)`` over every process."""
         batch_sum = full_precision(teacher_logits).sum(dim=0).to(self.center.dtype)  # (K,)
-        count = torch.tensor(float(teacher_logits.shape[0]), device=batch_sum.device)
+        count = torch.full((), float(teacher_logits.shape[0]), device=batch_sum.device)  # a fill, not a blocking copy
         if is_distributed() and world_size() > 1:
             # The sum, not the gathered outputs: world × N × K floats would not fit for K = 65536.
             dist.all_reduce(batch_sum)

@@ -17,7 +17,7 @@ from selfsup.distributed import is_distributed, world_size
 
 
 @torch.no_grad()
-def sinkhorn_knopp(logits: Tensor, temperature: float, iterations: int = 3) -> Tensor:
+def sinkhorn_knopp(logits: Tensor, temperature: float | Tensor, iterations: int = 3) -> Tensor:
     """Teacher targets by Sinkhorn-Knopp over the samples of all processes.
 
     Args:
@@ -39,7 +39,7 @@ def sinkhorn_knopp(logits: Tensor, temperature: float, iterations: int = 3) -> T
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     q = torch.exp(scores - peak).t()  # (K, N): prototypes × samples, SwAV's notation
     num_prototypes = q.shape[0]
-    num_samples = torch.tensor(float(q.shape[1]), device=q.device)
+    num_samples = torch.full((), float(q.shape[1]), device=q.device)  # a fill, not a blocking copy
     total = q.sum()
     if distributed:
         dist.all_reduce(num_samples)

@@ -130,7 +130,7 @@ class DINO(Method):
         """Teacher logits ``(2B, K)`` of the global views and their centred, sharpened
         distributions, one ``(B, K)`` per view."""
         logits = self.teacher_head(self.teacher_backbone(fit_to_patches(torch.cat(global_views), self.backbone)))
-        probs = self.centering.probabilities(logits, float(self.teacher_temperature))
+        probs = self.centering.probabilities(logits, self.teacher_temperature)  # a tensor: float() would sync
         return logits, list(probs.chunk(len(global_views)))
 
     def forward(self, views: List[Tensor], indices: Optional[Tensor] = None) -> MethodOutput:

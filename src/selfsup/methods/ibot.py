@@ -130,7 +130,7 @@ class IBOT(DINO):
             masked positions of ``masks`` ``(2B, N)``, and what :meth:`on_step_end` needs for the centres.
         """
         cfg = self.config
-        temperature = float(self.teacher_temperature)
+        temperature = self.teacher_temperature  # a 0-d tensor: float() would sync with the GPU
         tokens = self.teacher_backbone.forward_tokens(global_images)
         if cfg.centering == "sinkhorn":
             # Sinkhorn-Knopp needs no state; only the masked patches are targets (DINOv2).

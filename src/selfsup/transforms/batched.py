@@ -185,7 +185,7 @@ def adjust_hue_(x: Tensor, factors: Tensor) -> Tensor:
     h6 = sector.mul_(chroma.clamp(min=1e-30).reciprocal_())  # grey pixels: every difference is 0: hue 0
     h6.add_(6 * _per_sample(factors, x)[:, 0])  # rotate
     h6.sub_(torch.div(h6, 6.0).floor_().mul_(6.0))  # wrap into [0, 6)
-    hues = torch.tensor([0.0, 2.0, 4.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    hues = _on(torch.tensor([0.0, 2.0, 4.0], dtype=x.dtype), x).view(1, 3, 1, 1)  # no blocking copy on CUDA
     ramp = (h6.unsqueeze(1) - hues).abs_().sub_(3).abs_()  # 3 - circular distance, (B, 3, H, W)
     ramp.neg_().add_(2).clamp_(0.0, 1.0)
     return torch.addcmul(maxc.unsqueeze(1), chroma.unsqueeze(1), ramp, value=-1.0, out=x)
@@ -386,6 +386,11 @@ class BatchedMultiViewTransform(nn.Module):
         ``params`` holds ``N`` samples, ``N`` a multiple of ``B``; sample ``n`` is a view of image ``n % B``.
         """
         x = resized_crop(x, params.boxes, params.flips, spec.size, gain)  # new: changed in place below
+        return self.apply_photometric_(x, params, spec)
+
+    def apply_photometric_(self, x: Tensor, params: ViewParams, spec: ViewSpec) -> Tensor:
+        """The colour part of a view, in place on crops ``x`` ``(N, C, size, size)`` in [0, 1]: jitter,
+        grayscale, blur, solarize, normalise (``params``' boxes and flips are not read)."""
         if self.jitter:
             color_jitter_(x, params.factors, params.order)  # parameters stay put: see _apply_rows_
         _apply_rows_(x, params.grayscale.nonzero()[:, 0], lambda y: rgb_to_grayscale(y).expand_as(y))
