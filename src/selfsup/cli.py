@@ -117,8 +117,12 @@ def build_train_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from selfsup.engine import train
+    from selfsup.engine.trainer import runs_on_cpu
+    from selfsup.ops import tune_cpu_allocator
 
     config = build_train_config(args)
+    if config.cpu.allocator == "tuned" and runs_on_cpu(config.trainer.accelerator):
+        tune_cpu_allocator()  # process-wide: the command line's choice, before the loader's workers fork
     result = train(config, resume=args.resume)
     print(f"trained {config.method} for {result.epochs} epochs ({result.steps} steps) in {result.seconds / 60:.1f} min; "
           f"checkpoint: {result.last_checkpoint}")
@@ -254,10 +258,10 @@ def _load_eval_encoder(args: argparse.Namespace, num_channels: int):
         raise SelfSupError(f"the encoder takes {takes}-channel images but '{args.data}' has {num_channels}")
     if args.image_size is None and loaded.config:  # the resolution the encoder was trained at
         args.image_size = loaded.config.get("views", {}).get("image_size")
-    if args.device == "cpu":  # as in training, for every protocol: Winograd 3×3 convolutions
+    if args.device == "cpu":  # as in training, for every protocol: autotuned 3×3 convolutions
         from selfsup.ops import use_winograd
 
-        use_winograd(loaded.encoder)
+        use_winograd(loaded.encoder, autotune=True)
     return loaded
 
 
@@ -278,7 +282,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from selfsup.evaluation.suite import EvalSettings
 
     if args.device == "cpu":  # feature extraction and fine-tuning allocate large activations too
-        from selfsup.engine import tune_cpu_allocator
+        from selfsup.ops import tune_cpu_allocator
 
         tune_cpu_allocator()
     if args.protocol == "dense":

@@ -19,11 +19,10 @@ from torch.utils.data import DataLoader, Subset
 
 from selfsup.config import TrainConfig, _build
 from selfsup.data import ImageDataset, TensorImageDataset, TransformDataset, ViewDataset, load_dataset
-from selfsup.engine.allocator import tune_cpu_allocator
 from selfsup.engine.checkpoint import AtomicCheckpointIO
 from selfsup.engine.module import CHECKPOINT_KEY, KnnMonitorData, SelfSupervisedModule
 from selfsup.errors import ConfigError, DataError
-from selfsup.ops import use_winograd
+from selfsup.ops import CpuSpeedups
 from selfsup.methods import METHODS
 from selfsup.transforms import MultiViewTransform, ViewConfig, eval_transform
 
@@ -135,8 +134,6 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
             f"'{output_dir}' already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it "
             f"or choose another --output-dir"
         )
-    if config.trainer.cpu_allocator == "tuned" and runs_on_cpu(config.trainer.accelerator):
-        tune_cpu_allocator()  # before the loader's workers fork, so that they inherit it
     L.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_dataset(config.data, config.split, config.data_dir, config.download)
     views = resolve_views(config)
@@ -150,8 +147,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         batch_views=views if use_batched_augment(config, dataset) else None,
         num_samples=len(dataset),
     )
-    if config.trainer.cpu_convolution == "winograd" and runs_on_cpu(config.trainer.accelerator):
-        use_winograd(module.method)  # 3×3 stride-1 convolutions of float32 CPU steps (selfsup.ops.winograd)
+    cpu_speedups = CpuSpeedups(config, module.method.backbone, views.image_size or dataset.info.image_size,
+                               runs_on_cpu(config.trainer.accelerator))  # selfsup.ops: the CPU speed-ups
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -170,7 +167,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         devices=tc.devices,
         num_nodes=tc.num_nodes,
         strategy=tc.strategy,
-        precision=tc.precision,
+        precision=cpu_speedups.precision,  # trainer.precision, with 'auto' resolved
         sync_batchnorm=tc.sync_batchnorm,
         deterministic=tc.deterministic,
         gradient_clip_val=config.optim.gradient_clip or None,
@@ -179,7 +176,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         enable_progress_bar=tc.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[checkpointing, *callbacks],
+        callbacks=[checkpointing, cpu_speedups, *callbacks],
         logger=[
             CSVLogger(output_dir, name="logs", version=""),
             TensorBoardLogger(output_dir, name="logs", version="", default_hp_metric=False),
