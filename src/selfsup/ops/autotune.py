@@ -7,7 +7,7 @@ So, like ``torch.backends.cudnn.benchmark``, :class:`AutotunedConv2d
 (batch, channels, map size, dtype, memory format, and whether a backward pass follows) and keeps
 the faster. The timings are kept per machine in ``<cache dir>/autotune/<key>.json``, the key being
 the CPU (architecture, model, ISA flags), the torch version, the selfsup kernel source and the
-kernel build: a later run on the same machine measures nothing, another CPU measures anew.
+kernel build (compiler included): a later run on the same machine measures nothing, another CPU measures anew.
 
 The measurement runs on its own random tensors (a private generator: the training RNG streams are
 untouched) for ``repeats`` timed calls after one warm-up, best time kept: a few hundred ms to a few
@@ -118,12 +118,14 @@ def measure(shape: LayerShape, repeats: int = 3) -> Tuple[float, float]:
 
 
 def machine_cache_key() -> str:
-    """CPU (architecture, model, ISA flags), torch version, selfsup kernel source and build."""
+    """CPU (architecture, model, ISA flags), torch version, selfsup kernel source, and the kernel
+    build (variant, compiler path and version: :func:`selfsup.ops.winograd.build_key`)."""
     from selfsup.ops import winograd
     from selfsup.ops.machine import cpu_key
 
     sources = winograd.KERNEL_SOURCE.read_bytes() + Path(winograd.__file__).read_bytes()
-    text = f"{cpu_key()}|{torch.__version__}|{winograd.build_variant()}|{CACHE_VERSION}"
+    build = winograd.build_key(os.environ.get("CC") or "cc")
+    text = f"{cpu_key()}|{torch.__version__}|{winograd.build_variant()}|{build}|{CACHE_VERSION}"
     return hashlib.sha256(sources + text.encode()).hexdigest()[:16]
 
 
@@ -230,9 +232,9 @@ class ConvolutionAutotuner:
                  if choices]
         parts.append(f"direct for {len(groups['direct'])}"
                      + (f" (the fast path ran {ratio(groups['direct'])})" if groups["direct"] else ""))
-        where = f"cache {self.cache_file}" if self.cache_file else "no cache"
+        where = str(self.cache_file) if self.cache_file else "memory (no cache file)"
         return (f"cpu convolution autotune: {len(new)} shapes ({measured} measured now, "
-                f"{len(new) - measured} from the {where}): " + ", ".join(parts))
+                f"{len(new) - measured} read from {where}): " + ", ".join(parts))
 
     def log_summary(self) -> Optional[str]:
         """Log :meth:`summary` at INFO (once per set of new shapes) and return it."""
