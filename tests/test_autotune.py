@@ -122,8 +122,8 @@ def test_the_choice_is_logged_once_per_run_as_one_line(caplog):
             tuner.choice(shape)
         assert tuner.log_summary() is None
     assert line == ("cpu convolution autotune: 3 shapes (3 measured now, 0 read from memory (no cache file)): "
-                    "winograd for 1 (1.67× the direct time), dense GEMM for 1 (1.67× the direct time), "
-                    "direct for 1 (the fast path ran 0.71×)")
+                    "winograd for 1 (1.67× as fast as direct), dense GEMM for 1 (1.67× as fast as direct), "
+                    "direct for 1 (the fast path ran 0.71× as fast)")
     assert [r.getMessage() for r in caplog.records] == [line]
 
 

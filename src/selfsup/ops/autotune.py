@@ -227,11 +227,11 @@ class ConvolutionAutotuner:
             return f"{sum(c.direct_ms for c in choices) / sum(c.fast_ms for c in choices):.2f}×"
 
         parts = [f"{name} for {len(choices)}"
-                 + (f" ({ratio(choices)} the direct time)" if choices and name != "direct" else "")
+                 + (f" ({ratio(choices)} as fast as direct)" if choices and name != "direct" else "")
                  for name, choices in (("winograd", groups["winograd"]), ("dense GEMM", groups["dense"]))
                  if choices]
         parts.append(f"direct for {len(groups['direct'])}"
-                     + (f" (the fast path ran {ratio(groups['direct'])})" if groups["direct"] else ""))
+                     + (f" (the fast path ran {ratio(groups['direct'])} as fast)" if groups["direct"] else ""))
         where = str(self.cache_file) if self.cache_file else "memory (no cache file)"
         return (f"cpu convolution autotune: {len(new)} shapes ({measured} measured now, "
                 f"{len(new) - measured} read from {where}): " + ", ".join(parts))
