@@ -36,14 +36,15 @@ test: $(STAMP) data
 test-slow: $(STAMP) data
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
-# Throughput tables: selfsup alone (into README.md, ~20 min on 2 cores), then against lightly
-# (installed here as the `bench` extra) with the allocator and convolution controls (~30 min; more --steps and
-# --rounds for steadier figures), then the 15-minute accuracy race against lightly (~35 min);
-# the lightly results go into BENCHMARKS.md as one section.
+# Throughput tables, at steady state (4 warm-up + 10 timed steps, settings interleaved over 2 rounds
+# in fresh processes, medians with their min–max): selfsup alone (into README.md, ~40 min on 2 cores),
+# then against lightly (installed here as the `bench` extra) with the allocator and convolution
+# controls (~1.5–2 h), then the 15-minute accuracy race against lightly (~35 min); the lightly results
+# go into BENCHMARKS.md as one section.
 bench: $(STAMP) data
 	$(BIN)/python benchmarks/throughput_table.py --save-rows runs/throughput_table.json --write README.md
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
-	$(BIN)/python benchmarks/vs_lightly.py --steps 2 --warmup 1 --rounds 1 --lightly-workers 2 \
+	$(BIN)/python benchmarks/vs_lightly.py --steps 10 --warmup 4 --rounds 2 --lightly-workers 2 \
 		--allocator-controls --convolution-controls --output runs/vs_lightly.json
 	$(BIN)/python benchmarks/race_vs_lightly.py --output runs/race_vs_lightly.json
 	$(BIN)/python benchmarks/lightly_section.py

@@ -19,14 +19,30 @@ from typing import Dict, List
 
 from selfsup.commands.bench import assemble
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import fmt  # noqa: E402
+
 GOAL_RATIO = 1.5  # issue: full-step throughput at least 1.5× lightly's
 GOAL_DATA_SHARE = 0.10  # and the data pipeline at most 10 % of the step
 
 
+def img_per_s(side: Dict, kind: str) -> str:
+    """``median (min–max)`` images/s of a side's ``kind`` ("model" or "full"); the median alone for
+    results measured before the spread was kept."""
+    if f"{kind}_spread" not in side:
+        return f"{side[f'{kind}_img_per_s']:.1f}"
+    low, high = side[f"{kind}_spread"]
+    return fmt({"median": side[f"{kind}_img_per_s"], "min": low, "max": high})
+
+
 def throughput_table(result: Dict) -> List[str]:
-    lines = [f"Machine: {result['machine']}, {result['threads']} torch threads, torch {result['torch']}, "
-             f"lightly {result['lightly']}; {result['backbone']}, {result['image_size']} px, batch "
-             f"{result['batch_size']}. Images/s are medians over the timed steps and rounds.", "",
+    timing = (f"median (min–max) over {result['steps']} timed steps after {result['warmup']} warm-up steps in each "
+              f"of {result['rounds']} rounds, sides alternating in fresh processes" if "steps" in result
+              else "medians over the timed steps and rounds")
+    lines = [f"Machine: {result['machine']}; lightly {result['lightly']}; {result['backbone']}, "
+             f"{result['image_size']} px, batch {result['batch_size']}, "
+             f"{'bf16 autocast' if result.get('precision') == 'bf16' else 'float32'} on both sides. "
+             f"Images/s: {timing}.", "",
              "| method | selfsup model | selfsup full | data wait | lightly model | lightly full (workers) | "
              "data wait | ratio model | ratio full | ≥ 1.5× |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -34,9 +50,9 @@ def throughput_table(result: Dict) -> List[str]:
         ours, theirs = row["selfsup"], row["lightly"]
         workers = sorted({run["workers"] for run in row["runs"]["lightly/system"]})
         lines.append(
-            f"| {name} | {ours['model_img_per_s']:.1f} | {ours['full_img_per_s']:.1f} | "
-            f"{100 * ours['data_wait_share']:.1f} % | {theirs['model_img_per_s']:.1f} | "
-            f"{theirs['full_img_per_s']:.1f} ({', '.join(map(str, workers))}) | {100 * theirs['data_wait_share']:.1f} % | "
+            f"| {name} | {img_per_s(ours, 'model')} | {img_per_s(ours, 'full')} | "
+            f"{100 * ours['data_wait_share']:.1f} % | {img_per_s(theirs, 'model')} | "
+            f"{img_per_s(theirs, 'full')} ({', '.join(map(str, workers))}) | {100 * theirs['data_wait_share']:.1f} % | "
             f"{row['ratio_model']:.2f}× | {row['ratio_full']:.2f}× | {'yes' if row['ratio_full'] >= GOAL_RATIO else 'no'} |")
     met = [name for name, row in result["methods"].items() if row["ratio_full"] >= GOAL_RATIO]
     lines += ["", f"Full step at least {GOAL_RATIO}× lightly's: {len(met)} of {len(result['methods'])} methods"
@@ -49,39 +65,44 @@ def allocator_table(result: Dict) -> List[str]:
     rows = {name: row["controls"] for name, row in result["methods"].items() if "controls" in row}
     if not rows:
         return []
-    lines = ["Each side's normal usage is selfsup on the tuned allocator (its trainer's default, "
-             "`selfsup.engine.tune_cpu_allocator`) and lightly on the system one. The controls swap them: "
-             "full-step images/s and ratios. selfsup's columns use Winograd convolutions, whose short-lived "
-             "tile buffers the system allocator maps and faults in anew at every call.", "",
+    lines = ["Each side's normal usage is selfsup on the tuned allocator (`selfsup train`'s default, "
+             "`selfsup.ops.tune_cpu_allocator`) and lightly on the system one. The controls swap them: "
+             "full-step images/s and ratios.", "",
              "| method | selfsup, system | selfsup, tuned | lightly, system | lightly, tuned | "
              "ratio, both system | ratio, normal usage | ratio, both tuned |",
              "|---|---|---|---|---|---|---|---|"]
     for name, controls in rows.items():
         row = result["methods"][name]
         lines.append(
-            f"| {name} | {controls['selfsup_system_allocator']['full_img_per_s']:.1f} | "
-            f"{row['selfsup']['full_img_per_s']:.1f} | {row['lightly']['full_img_per_s']:.1f} | "
-            f"{controls['lightly_tuned_allocator']['full_img_per_s']:.1f} | {controls['ratio_full_both_system']:.2f}× | "
+            f"| {name} | {img_per_s(controls['selfsup_system_allocator'], 'full')} | "
+            f"{img_per_s(row['selfsup'], 'full')} | {img_per_s(row['lightly'], 'full')} | "
+            f"{img_per_s(controls['lightly_tuned_allocator'], 'full')} | {controls['ratio_full_both_system']:.2f}× | "
             f"{row['ratio_full']:.2f}× | {controls['ratio_full_both_tuned']:.2f}× |")
     return lines
 
 
 def convolution_table(result: Dict) -> List[str]:
-    """The control of ``--convolution-controls``: selfsup with PyTorch's direct convolutions."""
+    """The controls of ``--convolution-controls``: selfsup with PyTorch's direct convolutions and with
+    Winograd forced, against its default (autotuned per layer shape)."""
     rows = {name: row["convolution_control"] for name, row in result["methods"].items() if "convolution_control" in row}
     if not rows:
         return []
-    lines = ["selfsup's trainer computes 3×3 stride-1 convolutions of CPU steps with Winograd F(4×4, 3×3) "
-             "(`trainer.cpu_convolution=winograd`, `selfsup.ops.winograd`); the control runs the same step "
-             "with PyTorch's direct (oneDNN) convolutions, as lightly does: full-step images/s and ratios.", "",
-             "| method | selfsup, direct | selfsup, Winograd | lightly | Winograd speed-up | "
+    lines = ["selfsup's trainer times Winograd F(4×4, 3×3) against PyTorch's direct (oneDNN) kernel for each "
+             "3×3 stride-1 layer shape at the first step and keeps the faster (`cpu.convolution=auto`, "
+             "`selfsup.ops.autotune`); the controls run the same step with direct convolutions only, as lightly "
+             "does, and with Winograd wherever it applies (`cpu.convolution=winograd`): full-step images/s and "
+             "ratios.", "",
+             "| method | selfsup, direct | selfsup, Winograd | selfsup, auto | lightly | auto ÷ direct | "
              "ratio, direct | ratio, normal usage |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for name, control in rows.items():
         row = result["methods"][name]
-        direct, ours = control["selfsup_direct_convolution"]["full_img_per_s"], row["selfsup"]["full_img_per_s"]
-        lines.append(f"| {name} | {direct:.1f} | {ours:.1f} | {row['lightly']['full_img_per_s']:.1f} | "
-                     f"{ours / direct:.2f}× | {control['ratio_full_direct_convolution']:.2f}× | {row['ratio_full']:.2f}× |")
+        direct, ours = control["selfsup_direct_convolution"], row["selfsup"]
+        forced = control.get("selfsup_winograd_convolution")
+        lines.append(f"| {name} | {img_per_s(direct, 'full')} | {img_per_s(forced, 'full') if forced else '—'} | "
+                     f"{img_per_s(ours, 'full')} | {img_per_s(row['lightly'], 'full')} | "
+                     f"{ours['full_img_per_s'] / direct['full_img_per_s']:.2f}× | "
+                     f"{control['ratio_full_direct_convolution']:.2f}× | {row['ratio_full']:.2f}× |")
     return lines
 
 
@@ -124,13 +145,17 @@ def main(argv=None) -> int:
     section += ["### Throughput: the same training step, images/s", ""]
     if throughput.is_file():
         result = json.loads(throughput.read_text())
+        if not all("lightly" in row for row in result["methods"].values()):
+            print(f"{throughput} holds selfsup alone (vs_lightly.py --sides selfsup): no comparison to write",
+                  file=sys.stderr)
+            return 2
         section += [f"Command: `{result.get('command', 'python benchmarks/vs_lightly.py')}`", ""]
         section += throughput_table(result)
         section += ["", f"*model*: forward, backward and update on views already in memory; *full*: the loop with its "
                         f"data pipeline. Goals: full ≥ {GOAL_RATIO}× lightly, data wait ≤ {100 * GOAL_DATA_SHARE:.0f} %."]
         convolutions = convolution_table(result)
         if convolutions:
-            section += ["", "#### How much of it is the Winograd convolution", ""] + convolutions
+            section += ["", "#### How much of it is the convolution choice", ""] + convolutions
         controls = allocator_table(result)
         if controls:
             section += ["", "#### How much of it is the C allocator", ""] + controls

@@ -16,8 +16,8 @@ whatever its speed. What differs is each library's own pipeline in its normal us
 
 * selfsup: the uint8 dataset in memory, ``BatchedMultiViewTransform`` on whole batches in the
   training process, channels_last, the registered ``simclr`` method (its NT-Xent and head), and
-  as its trainer does on CPU, the C allocator tuned for training (``tune_cpu_allocator``) and
-  Winograd 3×3 convolutions (``use_winograd``);
+  as ``selfsup train`` does on CPU, the C allocator tuned for training (``tune_cpu_allocator``) and
+  3×3 convolutions autotuned per layer shape (``use_winograd(..., autotune=True)``, ``cpu.convolution=auto``);
 * lightly: ``SimCLRTransform`` per PIL image in ``--lightly-workers`` DataLoader workers (its
   documented usage), its ``SimCLRProjectionHead`` and ``NTXentLoss``.
 
@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -47,12 +46,11 @@ from vs_lightly import PILDataset  # noqa: E402
 from selfsup.backbones import build_backbone  # noqa: E402
 from selfsup.config import OptimConfig  # noqa: E402
 from selfsup.data import TensorImageDataset, load_dataset  # noqa: E402
-from selfsup.engine import tune_cpu_allocator  # noqa: E402
 from selfsup.engine.optim import build_optimizer, split_decay_groups  # noqa: E402
 from selfsup.evaluation.suite import EvalSettings, evaluate_encoder  # noqa: E402
 from selfsup.io import atomic_write_text  # noqa: E402
 from selfsup.methods import Progress, build_method  # noqa: E402
-from selfsup.ops import use_winograd  # noqa: E402
+from selfsup.ops import machine_line, tune_cpu_allocator, use_winograd  # noqa: E402
 from selfsup.transforms import BatchedMultiViewTransform, ViewConfig  # noqa: E402
 
 BACKBONE = "resnet18-tiny"
@@ -89,8 +87,8 @@ class SelfsupSimCLR:
         self.method = build_method("simclr", backbone, {"temperature": TEMPERATURE, "projection_hidden_dim": HIDDEN,
                                                          "projection_dim": OUT})
         self.method = self.method.to(memory_format=torch.channels_last)
-        switched = use_winograd(self.method)  # as its trainer does on CPU (trainer.cpu_convolution)
-        self.convolution = "winograd" if switched else "direct"
+        switched = use_winograd(self.method, autotune=True)  # as `selfsup train` does on CPU (cpu.convolution=auto)
+        self.convolution = "auto" if switched else "direct"
         views = ViewConfig.simclr(image_size=train.info.image_size, crop_scale=CROP_SCALE, jitter=JITTER,
                                   jitter_prob=JITTER_PROB, grayscale_prob=GRAY_PROB, blur_prob=(0.0, 0.0))
         self.augment = BatchedMultiViewTransform(views, train.info)
@@ -209,7 +207,7 @@ def main(argv=None) -> int:
     if results.get("settings", {}).get("minutes") not in (None, args.minutes):
         results = {}  # another budget: start over
     results["settings"] = {"minutes": args.minutes, "threads": args.threads, "lightly_workers": args.lightly_workers,
-                           "backbone": BACKBONE, "batch": BATCH, "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+                           "backbone": BACKBONE, "batch": BATCH, "machine": machine_line(args.threads),
                            "command": "python benchmarks/race_vs_lightly.py " + " ".join(argv or sys.argv[1:])}
     for side in ("selfsup", "lightly", "floor"):
         if side in results:

@@ -12,22 +12,29 @@ Each side is used as its documentation shows:
 * lightly: its transforms (``SimCLRTransform``, ``BYOLTransform``, ``DINOTransform``) per PIL
   image in DataLoader workers, its heads and losses, one forward per view, its momentum helpers;
 * selfsup: the uint8 dataset in memory, ``BatchedMultiViewTransform`` on the batch in the training
-  process, channels_last, Winograd 3×3 convolutions (``selfsup.ops.use_winograd``, as ``selfsup
-  train`` does on CPU), the registered method (``build_method``) and its ``on_step_end``.
+  process, channels_last, 3×3 convolutions autotuned per layer shape (``use_winograd(...,
+  autotune=True)``, as ``selfsup train`` does on CPU with ``cpu.convolution=auto``), the registered
+  method (``build_method``) and its ``on_step_end``.
 
-Two timings per side, each the median over ``--steps`` steps after ``--warmup``: *model* (forward,
-backward, optimizer step and momentum update on views already in memory) and *full* (the loop
-with its data pipeline; ``data_wait_share`` is the part of the step spent waiting for views).
-lightly's full step is measured with each worker count of ``--lightly-workers`` and the fastest
-is kept. Every measurement runs in a fresh child process, sides alternating (``--rounds``) so that
-drifts of the machine hit both, and neither inherits the other's process state.
+Two timings per side over ``--steps`` timed steps after ``--warmup`` (10 and 4 by default):
+*model* (forward, backward, optimizer step and momentum update on views already in memory) and
+*full* (the loop with its data pipeline; ``data_wait_share`` is the part of the step spent waiting
+for views). lightly's full step is measured with each worker count of ``--lightly-workers`` and the
+fastest is kept. Every measurement runs in a fresh child process, the sides alternating over
+``--rounds`` rounds (selfsup, lightly, selfsup, lightly, …) so that drifts of the machine hit both
+and neither inherits the other's process state. Every step's seconds are kept in the JSON; a figure
+is the median over all timed steps of all rounds, with the range (min–max) of those steps.
+``--precision bf16`` runs both sides under bf16 autocast (equal precision), as
+``trainer.precision=bf16-mixed`` does.
 
-The C allocator is part of each side's normal usage: selfsup's trainer tunes glibc's malloc for
-CPU training (``selfsup.engine.tune_cpu_allocator``), a lightly script leaves it as it is. With
+The C allocator is part of each side's normal usage: ``selfsup train`` tunes glibc's malloc for
+CPU training (``selfsup.ops.tune_cpu_allocator``), a lightly script leaves it as it is. With
 ``--allocator-controls`` each side also runs with the other's setting (selfsup on the system
 allocator, lightly on the tuned one), which shows how much of the ratio the allocator is.
-``--convolution-controls`` also runs selfsup with PyTorch's direct convolutions
-(``trainer.cpu_convolution=direct``), the share of the ratio that Winograd is. One JSON object.
+``--convolution-controls`` also runs selfsup with PyTorch's direct convolutions and with Winograd
+forced (``cpu.convolution=direct`` / ``winograd``), the share of the ratio that the convolution
+choice is. Without lightly installed, ``--sides selfsup`` times the selfsup side alone. One JSON
+object, with the machine line (CPU, ISA flags, torch, which kernels ran).
 """
 
 from __future__ import annotations
@@ -36,26 +43,27 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Sequence
 
-import numpy as np
 import torch
 import torchvision
 from PIL import Image
 from torch import Tensor, nn
 
-from selfsup.backbones import build_backbone
-from selfsup.data import TensorImageDataset, load_dataset
-from selfsup.engine import tune_cpu_allocator
-from selfsup.io import atomic_write_text
-from selfsup.methods import Progress, build_method
-from selfsup.ops import use_winograd
-from selfsup.transforms import BatchedMultiViewTransform, ViewConfig
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import MIN_ROUNDS, MIN_STEPS, MIN_WARMUP, fmt, pooled, rate  # noqa: E402
+
+from selfsup.backbones import build_backbone  # noqa: E402
+from selfsup.data import TensorImageDataset, load_dataset  # noqa: E402
+from selfsup.methods import Progress, build_method  # noqa: E402
+from selfsup.io import atomic_write_text  # noqa: E402
+from selfsup.ops import AUTOTUNER, machine_info, tune_cpu_allocator, use_winograd  # noqa: E402
+from selfsup.transforms import BatchedMultiViewTransform, ViewConfig  # noqa: E402
 
 SIZE = 32  # crops of the 28×28 images, resized to 32×32 as in CIFAR-sized recipes
 LOCAL_SIZE = 16
@@ -80,12 +88,14 @@ def selfsup_views(method: str) -> ViewConfig:
 
 # ----------------------------------------------------------------------------- selfsup side
 class SelfsupSide:
-    def __init__(self, method: str, images: Tensor, info, batch: int, convolution: str = "winograd") -> None:
+    def __init__(self, method: str, images: Tensor, info, batch: int, convolution: str = "auto",
+                 bf16: bool = False) -> None:
         torch.manual_seed(0)
         backbone = build_backbone("resnet18", in_channels=1, small_stem=True)
         self.method = build_method(method, backbone, METHOD_ARGS[method]).to(memory_format=torch.channels_last)
-        if convolution == "winograd":  # what `selfsup train` does on CPU (trainer.cpu_convolution)
-            use_winograd(self.method, strict=True)
+        self.bf16 = bf16
+        if convolution != "direct":  # what `selfsup train` does on CPU (cpu.convolution=auto)
+            use_winograd(self.method, strict=True, autotune=convolution == "auto")
         self.optimizer = torch.optim.SGD([p for p in self.method.parameters() if p.requires_grad], lr=LR,
                                          momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         self.augment = BatchedMultiViewTransform(selfsup_views(method), info)
@@ -100,7 +110,8 @@ class SelfsupSide:
 
     def step(self, views: List[Tensor]) -> None:
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        out = self.method(views)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):  # trainer.precision=bf16-mixed
+            out = self.method(views)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.method.on_before_optimizer_step(Progress(self.step_count, 1000))
@@ -134,7 +145,7 @@ class PILDataset(torch.utils.data.Dataset):
 
 
 class LightlySide:
-    def __init__(self, method: str, images: Tensor, info, batch: int) -> None:
+    def __init__(self, method: str, images: Tensor, info, batch: int, bf16: bool = False) -> None:
         from lightly import loss as lloss
         from lightly.models import modules, utils
         from lightly import transforms as lt
@@ -142,6 +153,7 @@ class LightlySide:
 
         torch.manual_seed(0)
         self.method, self.batch, self.utils, self.cosine_schedule = method, batch, utils, cosine_schedule
+        self.bf16 = bf16
         gray = {"mean": list(info.mean), "std": list(info.std)}
         self.backbone = lightly_resnet18()
         args = METHOD_ARGS[method]
@@ -186,6 +198,16 @@ class LightlySide:
             yield views
 
     def step(self, views: List[Tensor]) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):  # Lightning's bf16-mixed does this
+            loss = self.loss(views)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.method == "dino":
+            self.head.cancel_last_layer_gradients(current_epoch=0)
+        self.optimizer.step()
+        self.step_count += 1
+
+    def loss(self, views: List[Tensor]) -> Tensor:
         momentum = self.cosine_schedule(self.step_count, 1000, 0.996, 1.0)
         if self.method == "simclr":
             z0, z1 = self.head(self.backbone(views[0])), self.head(self.backbone(views[1]))
@@ -204,16 +226,12 @@ class LightlySide:
                 teacher = [self.target_head(self.target_backbone(v)) for v in views[:2]]
             student = [self.head(self.backbone(v)) for v in views]
             loss = self.criterion(teacher, student, epoch=0)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.method == "dino":
-            self.head.cancel_last_layer_gradients(current_epoch=0)
-        self.optimizer.step()
-        self.step_count += 1
+        return loss
 
 
 # ----------------------------------------------------------------------------- timing
-def time_model(side, steps: int, warmup: int) -> float:
+def time_model(side, steps: int, warmup: int) -> List[float]:
+    """Seconds of each timed model step (views fixed in memory)."""
     views = next(side.batches())
     times = []
     for i in range(warmup + steps):
@@ -221,10 +239,10 @@ def time_model(side, steps: int, warmup: int) -> float:
         side.step(views)
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return side.batch / statistics.median(times)
+    return times
 
 
-def time_full(side, steps: int, warmup: int, workers: int) -> Dict[str, float]:
+def time_full(side, steps: int, warmup: int, workers: int) -> Dict[str, object]:
     times, waits = [], []
     batches = side.batches(workers)
     for i in range(warmup + steps):
@@ -236,43 +254,51 @@ def time_full(side, steps: int, warmup: int, workers: int) -> Dict[str, float]:
             times.append(time.perf_counter() - start)
             waits.append(got - start)
     del batches  # shuts the loader's workers down before the other side runs
-    return {"img_per_s": side.batch / statistics.median(times), "data_wait_share": sum(waits) / sum(times)}
+    return {"img_per_s": side.batch / statistics.median(times), "data_wait_share": sum(waits) / sum(times),
+            "step_s": times, "wait_s": waits}
 
 
 NORMAL_ALLOCATOR = {"selfsup": "tuned", "lightly": "system"}  # what each side's own usage gets
-NORMAL_CONVOLUTION = {"selfsup": "winograd", "lightly": "direct"}
+NORMAL_CONVOLUTION = {"selfsup": "auto", "lightly": "direct"}
 SIDES = ("selfsup", "lightly")
 DIRECT_CONTROL = "selfsup/tuned/direct-convolution"
+WINOGRAD_CONTROL = "selfsup/tuned/winograd-convolution"
 
 
 def measure(name: str, method: str, allocator: str, convolution: str, args: argparse.Namespace) -> Dict[str, object]:
-    """One side's model and full timings, in this (fresh) process."""
+    """One side's model and full timings, in this (fresh) process: every step's seconds and the medians."""
     state = tune_cpu_allocator() if allocator == "tuned" else "system"
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist", "train", args.data_dir)
     images = torch.stack([data[i][0] for i in range(min(args.subset, len(data)))])
+    bf16 = args.precision == "bf16"
     if name == "selfsup":
-        side = SelfsupSide(method, images, data.info, args.batch_size, convolution)
+        side = SelfsupSide(method, images, data.info, args.batch_size, convolution, bf16)
     else:
-        side = LightlySide(method, images, data.info, args.batch_size)
-    model = time_model(side, args.steps, args.warmup)
+        side = LightlySide(method, images, data.info, args.batch_size, bf16)
+    model_steps = time_model(side, args.steps, args.warmup)
     workers = [0] if name == "selfsup" else args.lightly_workers
     fulls = {w: time_full(side, args.steps, args.warmup, w) for w in workers}
     best = max(fulls, key=lambda w: fulls[w]["img_per_s"])
-    print(f"[{method}] {name} ({allocator} allocator, {convolution} convolution): model {model:.1f} img/s, "
-          f"full {fulls[best]['img_per_s']:.1f} img/s ({best} workers, data wait "
+    model = args.batch_size / statistics.median(model_steps)
+    print(f"[{method}] {name} ({allocator} allocator, {convolution} convolution, {args.precision}): model "
+          f"{model:.1f} img/s, full {fulls[best]['img_per_s']:.1f} img/s ({best} workers, data wait "
           f"{100 * fulls[best]['data_wait_share']:.1f} %)", file=sys.stderr, flush=True)
     return {"model_img_per_s": model, "full_img_per_s": fulls[best]["img_per_s"],
             "data_wait_share": fulls[best]["data_wait_share"], "workers": best, "allocator": state,
-            "convolution": convolution}
+            "convolution": convolution, "precision": args.precision,
+            "autotune": AUTOTUNER.summary() if name == "selfsup" and convolution == "auto" else None,
+            "model_step_s": [round(t, 5) for t in model_steps],
+            "full_step_s": [round(t, 5) for t in fulls[best]["step_s"]],
+            "full_wait_s": [round(t, 5) for t in fulls[best]["wait_s"]]}
 
 
 def measure_in_child(name: str, method: str, allocator: str, convolution: str,
                      args: argparse.Namespace) -> Dict[str, object]:
     """``measure`` in a fresh interpreter, given the options a measurement reads."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--measure", name, method, allocator, convolution,
+    cmd = [sys.executable, os.path.abspath(__file__), "--measure", name, method, allocator, convolution, "--sides", name,
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--threads", str(args.threads), "--subset", str(args.subset),
+           "--threads", str(args.threads), "--subset", str(args.subset), "--precision", args.precision,
            "--lightly-workers", *map(str, args.lightly_workers)]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
@@ -283,24 +309,35 @@ def measure_in_child(name: str, method: str, allocator: str, convolution: str,
 def compare(method: str, args: argparse.Namespace) -> Dict[str, object]:
     # (run key, side, allocator, convolution); the keys of normal usage are "side/allocator".
     plan = [(f"{name}/{NORMAL_ALLOCATOR[name]}", name, NORMAL_ALLOCATOR[name], NORMAL_CONVOLUTION[name])
-            for name in SIDES]
+            for name in args.sides]
     if args.allocator_controls:
-        plan += [("selfsup/system", "selfsup", "system", "winograd"), ("lightly/tuned", "lightly", "tuned", "direct")]
+        plan += [("selfsup/system", "selfsup", "system", "auto"), ("lightly/tuned", "lightly", "tuned", "direct")]
     if args.convolution_controls:
-        plan.append((DIRECT_CONTROL, "selfsup", "tuned", "direct"))
+        plan += [(DIRECT_CONTROL, "selfsup", "tuned", "direct"), (WINOGRAD_CONTROL, "selfsup", "tuned", "winograd")]
+    plan = [entry for entry in plan if entry[1] in args.sides]
     runs: Dict[str, List[Dict[str, object]]] = {key: [] for key, *_ in plan}
-    for _ in range(args.rounds):
+    for _ in range(args.rounds):  # selfsup, lightly, (controls), selfsup, lightly, …: each in a fresh process
         for key, name, alloc, convolution in plan:
             runs[key].append(measure_in_child(name, method, alloc, convolution, args))
 
-    def summary(key: str) -> Dict[str, float]:
-        return {k: round(statistics.median(r[k] for r in runs[key]), 2)
-                for k in ("model_img_per_s", "full_img_per_s", "data_wait_share")}
+    def summary(key: str) -> Dict[str, object]:
+        model, full = rate(pooled(runs[key], "model_step_s"), args.batch_size), \
+            rate(pooled(runs[key], "full_step_s"), args.batch_size)
+        waits, steps = pooled(runs[key], "full_wait_s"), pooled(runs[key], "full_step_s")
+        return {"model_img_per_s": model["median"], "full_img_per_s": full["median"],
+                "model_spread": [model["min"], model["max"]], "full_spread": [full["min"], full["max"]],
+                "data_wait_share": round(sum(waits) / sum(steps), 3), "steps": full["steps"]}
 
     def ratio(ours: Dict[str, float], theirs: Dict[str, float], kind: str) -> float:
         return round(ours[f"{kind}_img_per_s"] / theirs[f"{kind}_img_per_s"], 2)
 
-    result: Dict[str, object] = {"selfsup": summary("selfsup/tuned"), "lightly": summary("lightly/system")}
+    result: Dict[str, object] = {name: summary(f"{name}/{NORMAL_ALLOCATOR[name]}") for name in args.sides}
+    if "lightly" not in args.sides:
+        for key in runs:
+            if key != "selfsup/tuned":
+                result[key] = summary(key)
+        result["runs"] = runs
+        return result
     result["ratio_model"] = ratio(result["selfsup"], result["lightly"], "model")
     result["ratio_full"] = ratio(result["selfsup"], result["lightly"], "full")
     if args.allocator_controls:
@@ -311,9 +348,11 @@ def compare(method: str, args: argparse.Namespace) -> Dict[str, object]:
             "ratio_full_both_tuned": ratio(result["selfsup"], theirs_tuned, "full"),
         }
     if args.convolution_controls:
-        direct = summary(DIRECT_CONTROL)
+        direct, forced = summary(DIRECT_CONTROL), summary(WINOGRAD_CONTROL)
         result["convolution_control"] = {"selfsup_direct_convolution": direct,
-                                         "ratio_full_direct_convolution": ratio(direct, result["lightly"], "full")}
+                                         "ratio_full_direct_convolution": ratio(direct, result["lightly"], "full"),
+                                         "selfsup_winograd_convolution": forced,
+                                         "ratio_full_winograd_convolution": ratio(forced, result["lightly"], "full")}
     result["runs"] = runs
     return result
 
@@ -323,39 +362,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["simclr", "byol", "dino"], choices=sorted(METHOD_ARGS))
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2, help="alternations selfsup → lightly per method")
+    p.add_argument("--steps", type=int, default=MIN_STEPS, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=MIN_WARMUP, help="untimed steps before them")
+    p.add_argument("--rounds", type=int, default=MIN_ROUNDS, help="alternations selfsup → lightly per method")
+    p.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES),
+                   help="which sides to time (selfsup alone needs no lightly)")
+    p.add_argument("--precision", choices=["32", "bf16"], default="32",
+                   help="both sides in float32, or both under bf16 autocast (CPUs with native bf16)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--lightly-workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers tried for lightly")
     p.add_argument("--allocator-controls", action="store_true",
                    help="also run selfsup on the system allocator and lightly on the tuned one")
     p.add_argument("--convolution-controls", action="store_true",
-                   help="also run selfsup with PyTorch's direct convolutions instead of Winograd")
+                   help="also run selfsup with PyTorch's direct convolutions and with Winograd forced")
     p.add_argument("--subset", type=int, default=20000, help="training images loaded (enough for the steps)")
     p.add_argument("--data-dir")
     p.add_argument("--output", help="also write the JSON here")
     p.add_argument("--measure", nargs=4, metavar=("SIDE", "METHOD", "ALLOCATOR", "CONVOLUTION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    try:
-        import lightly
-    except ImportError:
-        print("lightly is not installed: pip install -e '.[bench]' (or pip install lightly)", file=sys.stderr)
-        return 2
+    lightly_version = None
+    if "lightly" in args.sides:
+        try:
+            import lightly
+
+            lightly_version = lightly.__version__
+        except ImportError:
+            print("vs_lightly: lightly is not installed, so its side cannot run: pip install -e '.[bench]' "
+                  "(or pip install lightly); --sides selfsup times selfsup alone", file=sys.stderr)
+            return 2
     if args.measure:  # a child: one side, one method, one allocator and convolution setting
         name, method, allocator, convolution = args.measure
         print(json.dumps(measure(name, method, allocator, convolution, args)))
         return 0
+    torch.set_num_threads(args.threads)
+    machine = machine_info(args.threads)
+    print(f"machine: {machine['line']}", file=sys.stderr, flush=True)
     result = {
         "command": "python benchmarks/vs_lightly.py " + " ".join(argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
-        "torch": torch.__version__, "lightly": lightly.__version__, "batch_size": args.batch_size,
+        "machine": machine["line"], "machine_info": machine, "threads": args.threads,
+        "torch": torch.__version__, "lightly": lightly_version, "batch_size": args.batch_size,
         "image_size": SIZE, "backbone": "resnet18, small-image stem, 1 input channel",
+        "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "precision": args.precision,
         "allocators": dict(NORMAL_ALLOCATOR), "convolutions": dict(NORMAL_CONVOLUTION),
         "methods": {m: compare(m, args) for m in args.methods},
     }
     text = json.dumps(result, indent=2)
     print(text)
+    for name, row in result["methods"].items():  # the figures, with their spread
+        for side in args.sides:
+            low, high = row[side]["full_spread"]
+            full = fmt({"median": row[side]["full_img_per_s"], "min": low, "max": high})
+            print(f"{name} {side}: full step {full} img/s, median (min–max)", file=sys.stderr)
     if args.output:
         atomic_write_text(args.output, text + "\n")
     return 0

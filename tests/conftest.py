@@ -37,7 +37,7 @@ def fresh_python():
     import sys
     import textwrap
 
-    from selfsup.engine import allocator
+    from selfsup.ops import allocator
 
     env = {k: v for k, v in os.environ.items() if k not in allocator.ENVIRONMENT}
 

@@ -9,7 +9,7 @@ import platform
 import pytest
 
 from selfsup.config import make_config
-from selfsup.engine import allocator
+from selfsup.ops import allocator
 from selfsup.engine.trainer import runs_on_cpu
 from selfsup.errors import ConfigError
 
@@ -18,7 +18,7 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallo
 
 FAULTS = """
     import resource, sys, torch
-    from selfsup.engine import tune_cpu_allocator
+    from selfsup.ops import tune_cpu_allocator
     state = tune_cpu_allocator() if sys.argv[1] == "tuned" else "system"
     def step():  # a 64 MiB activation, written and freed, as a training step does
         torch.empty(16 << 20).fill_(1.0)
@@ -56,7 +56,39 @@ def test_leaves_the_allocator_alone_when_someone_else_chose(monkeypatch, name, v
 
 
 def test_config_and_cpu_detection():
-    assert make_config(overrides=[{"trainer": {"cpu_allocator": "system"}}]).trainer.cpu_allocator == "system"
-    with pytest.raises(ConfigError, match="unknown trainer.cpu_allocator 'jemalloc'; valid choices: system, tuned"):
-        make_config(overrides=[{"trainer": {"cpu_allocator": "jemalloc"}}]).validate()
+    assert make_config().cpu.allocator == "tuned"
+    assert make_config(overrides=[{"cpu": {"allocator": "system"}}]).cpu.allocator == "system"
+    with pytest.raises(ConfigError, match="unknown cpu.allocator 'jemalloc'; valid choices: system, tuned"):
+        make_config(overrides=[{"cpu": {"allocator": "jemalloc"}}]).validate()
     assert runs_on_cpu("cpu") and not runs_on_cpu("gpu")
+
+
+def test_old_checkpoint_configs_load_with_their_cpu_settings():
+    """Configs stored by earlier versions kept these under trainer.cpu_*: a resumed run reads them."""
+    stored = make_config().to_dict()
+    del stored["cpu"]
+    stored["trainer"].update(cpu_allocator="system", cpu_convolution="winograd")
+    config = make_config(base=stored)
+    assert (config.cpu.allocator, config.cpu.convolution) == ("system", "winograd")
+    assert "cpu_allocator" not in config.to_dict()["trainer"]
+    newer = make_config(base=stored, overrides=[{"cpu": {"convolution": "direct"}}])
+    assert newer.cpu.convolution == "direct"  # the new key, when given, wins
+
+
+def test_train_leaves_malloc_alone_and_the_command_line_tunes_it(monkeypatch, tmp_path):
+    """A library function must not retune its host program's allocator: only `selfsup train` does."""
+    import inspect
+
+    from selfsup import cli
+    from selfsup.engine import trainer
+
+    assert "tune_cpu_allocator" not in inspect.getsource(trainer)
+    calls = []
+    monkeypatch.setattr("selfsup.ops.tune_cpu_allocator", lambda: calls.append("tuned") or "tuned")
+    monkeypatch.setattr("selfsup.engine.train", lambda config, resume=False: (_ for _ in ()).throw(SystemExit(0)))
+    for setting, expected in (("tuned", ["tuned"]), ("system", [])):
+        calls.clear()
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--set", f"cpu.allocator={setting}", "--set", "trainer.accelerator=cpu",
+                      "--output-dir", str(tmp_path / setting)])
+        assert calls == expected, setting

@@ -66,7 +66,7 @@ def test_bf16_autocast_trains_with_close_loss_and_finite_gradients(method_name):
 STEP_IN_A_FRESH_PROCESS = """
     import json, sys, torch
     from selfsup.backbones import build_backbone
-    from selfsup.engine import tune_cpu_allocator
+    from selfsup.ops import tune_cpu_allocator
     from selfsup.methods import build_method
     state = tune_cpu_allocator() if sys.argv[1] == "tuned" else "system"
     torch.set_num_threads(1)

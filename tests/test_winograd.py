@@ -4,6 +4,8 @@ the same training step as the direct convolution; it steps aside wherever it doe
 from __future__ import annotations
 
 import copy
+import os
+import platform
 
 import pytest
 import torch
@@ -177,11 +179,26 @@ def test_missing_compiler_warns_and_keeps_direct_convolutions(monkeypatch, tmp_p
         use_winograd(conv, strict=True)
 
 
+def test_build_key_follows_the_cpu_and_the_compiler(monkeypatch):
+    """A shared home directory on a mixed cluster: another CPU or another compiler is another binary."""
+    from selfsup.ops import machine
+
+    key = winograd.build_key("cc")
+    assert winograd.build_key("cc") == key
+    monkeypatch.setattr(machine, "cpu_key", lambda: "another-cpu")
+    assert winograd.build_key("cc") != key
+    monkeypatch.undo()
+    monkeypatch.setattr(winograd, "compiler_identity", lambda compiler: "/usr/bin/gcc-99 gcc 99.0")
+    assert winograd.build_key("cc") != key
+    assert winograd.build_key("cc", "avx2") != winograd.build_key("cc", "generic")
+
+
 def test_kernels_are_built_once_into_the_cache_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(winograd, "_library", None)
     monkeypatch.setattr(winograd, "_library_error", None)
     monkeypatch.setenv("SELFSUP_CACHE_DIR", str(tmp_path))
     winograd.load_kernels()
+    winograd_identity = winograd.compiler_identity(os.environ.get("CC") or "cc")
     built = list((tmp_path / "kernels").iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"  # no partial file left behind
     monkeypatch.setattr(winograd, "_library", None)
@@ -189,14 +206,15 @@ def test_kernels_are_built_once_into_the_cache_folder(monkeypatch, tmp_path):
     def no_compiling(*args, **kwargs):
         raise AssertionError("compiled again")
 
+    monkeypatch.setattr(winograd, "compiler_identity", lambda compiler: winograd_identity)
     monkeypatch.setattr(winograd.subprocess, "run", no_compiling)
     winograd.load_kernels()
 
 
 def test_config_validates_the_convolution_choice():
-    assert make_config().trainer.cpu_convolution == "winograd"
-    with pytest.raises(ConfigError, match="unknown trainer.cpu_convolution 'fft'; valid choices: direct, winograd"):
-        make_config(overrides=[{"trainer": {"cpu_convolution": "fft"}}]).validate()
+    assert make_config().cpu.convolution == "auto"
+    with pytest.raises(ConfigError, match="unknown cpu.convolution 'fft'; valid choices: auto, direct, winograd"):
+        make_config(overrides=[{"cpu": {"convolution": "fft"}}]).validate()
 
 
 @pytest.mark.parametrize("size", [8, 2])
@@ -212,3 +230,44 @@ def test_repeated_steps_are_bitwise_identical(size):
         results.append([out.detach(), *torch.autograd.grad(out.square().sum(), (x, conv.weight, conv.bias))])
     for again in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], again))
+
+
+def _cpu_runs(variant: str) -> bool:
+    from selfsup.ops.machine import has_flag
+
+    needs = {"generic": [], "avx2": ["avx2", "fma"], "avx512": ["avx2", "fma", "avx512f"]}[variant]
+    return all(has_flag(flag) for flag in needs)
+
+
+@pytest.mark.parametrize("variant", ["generic", "avx2", "avx512"])
+def test_each_kernel_build_matches_conv2d(variant):
+    """The builds people's CPUs run: generic, AVX2 + FMA (compiled with only -mavx2 -mfma, tested here
+    even on an AVX-512 machine) and AVX-512 where the CPU has it."""
+    if not _cpu_runs(variant):
+        pytest.skip(f"this CPU cannot run the {variant} build ({platform.machine()}, flags without {variant})")
+    assert winograd.BUILD_FLAGS["avx2"] == ["-mavx2", "-mfma"]
+    library = winograd.load_variant(variant)
+    torch.manual_seed(0)
+    for n, c, k, h, w in [(3, 17, 33, 9, 12), (2, 64, 64, 16, 16)]:
+        x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        weight = torch.randn(k, c, 3, 3, requires_grad=True)
+        with winograd.kernels_from(library):
+            out = winograd_conv3x3(x, weight)
+            grad = torch.randn_like(out)
+            ours = torch.autograd.grad(out, (x, weight), grad)
+        reference = F.conv2d(x, weight, padding=1)
+        assert relative_error(out, reference) < 1e-4
+        for a, b in zip(ours, torch.autograd.grad(reference, (x, weight), grad)):
+            assert relative_error(a, b) < 1e-4
+    assert winograd._library is not library or variant == winograd.build_variant()
+
+
+def test_kernel_threads_end_with_the_call():
+    """No process-wide pool: the transform threads live for one call, at most torch.get_num_threads()."""
+    import threading
+
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    use_winograd(conv)
+    conv(torch.randn(8, 64, 16, 16)).sum().backward()
+    assert not [t for t in threading.enumerate() if t.name.startswith("selfsup-winograd")]
+    assert winograd._threads_for(10**6) <= torch.get_num_threads()

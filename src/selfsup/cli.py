@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import sys
 import textwrap
@@ -102,10 +101,13 @@ def build_train_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from selfsup.engine.run_lock import RunLock, launched_rank
-    from selfsup.engine.trainer import prepare_run
+    from selfsup.engine.trainer import prepare_run, runs_on_cpu
+    from selfsup.ops import tune_cpu_allocator
 
     config = build_train_config(args)
     plan = prepare_run(config, resume=args.resume)  # every check that writes nothing, --resume's included
+    if config.cpu.allocator == "tuned" and runs_on_cpu(config.trainer.accelerator):
+        tune_cpu_allocator()  # process-wide: the command line's choice, before the loader's workers fork
     # The folder stays ours through training and the evaluation that writes eval.json and features/.
     with RunLock(config.output_dir, enabled=launched_rank() == 0):
         return _train_and_evaluate(args, config, plan)
@@ -241,10 +243,10 @@ def _load_eval_encoder(args: argparse.Namespace, num_channels: int):
         raise SelfSupError(f"the encoder takes {takes}-channel images but '{args.data}' has {num_channels}")
     if args.image_size is None and loaded.config:  # the resolution the encoder was trained at
         args.image_size = loaded.config.get("views", {}).get("image_size")
-    if args.device == "cpu":  # as in training, for every protocol: Winograd 3×3 convolutions
+    if args.device == "cpu":  # as in training, for every protocol: autotuned 3×3 convolutions
         from selfsup.ops import use_winograd
 
-        use_winograd(loaded.encoder)
+        use_winograd(loaded.encoder, autotune=True)
     return loaded
 
 
@@ -265,7 +267,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from selfsup.evaluation.suite import EvalSettings
 
     if args.device == "cpu":  # feature extraction and fine-tuning allocate large activations too
-        from selfsup.engine import tune_cpu_allocator
+        from selfsup.ops import tune_cpu_allocator
 
         tune_cpu_allocator()
     if args.protocol == "dense":

@@ -58,18 +58,13 @@ class TrainerConfig:
     strategy: str = "auto"
     """'auto', 'ddp', 'ddp_spawn' …; under torchrun Lightning picks up the launched processes."""
     precision: str = "32-true"
-    """'32-true', 'bf16-mixed' (GPUs with bf16, recent CPUs) or '16-mixed' (GPUs)."""
+    """'32-true', 'bf16-mixed' (GPUs with bf16, recent CPUs), '16-mixed' (GPUs) or 'auto': on CPUs with
+    native bf16 (AVX512_BF16/AMX/Arm BF16) bf16-mixed where a short probe of the backbone measures it
+    faster (selfsup.ops.precision), else 32-true; 32-true on GPUs."""
     sync_batchnorm: bool = False
     """Synchronise BatchNorm statistics across processes (SimCLR's global BN, Sec. 2)."""
     channels_last: bool = True
     """NHWC memory format for convolutional backbones (measured faster on CPU and GPU)."""
-    cpu_allocator: str = "tuned"
-    """On CPU runs, 'tuned' keeps freed tensor memory in the heap for the next step instead of
-    returning it to the kernel (glibc mallopt, see selfsup.engine.allocator); 'system' leaves malloc alone."""
-    cpu_convolution: str = "winograd"
-    """On CPU runs, 'winograd' computes 3×3 stride-1 convolutions of float32 steps with Winograd
-    F(4×4, 3×3) (selfsup.ops.winograd: same results up to float32 rounding, built with the system C
-    compiler at first use, direct if there is none); 'direct' leaves every convolution to PyTorch."""
     log_every_n_steps: int = 20
     progress_bar: bool = True
     limit_train_batches: Optional[int] = None
@@ -88,6 +83,40 @@ class TrainerConfig:
 
 LOGGER_CHOICES = ("csv", "tensorboard", "wandb", "mlflow")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass
+class CpuConfig:
+    """CPU speed-ups (selfsup.ops); ignored on GPU runs."""
+
+    convolution: str = "auto"
+    """3×3 stride-1 convolutions of float32 CPU steps: 'auto' times Winograd F(4×4, 3×3) against PyTorch's
+    direct kernel per layer shape at the first step and keeps the faster (cached per machine), 'winograd'
+    always where it applies (same results up to float32 rounding; built with the system C compiler at
+    first use, direct if there is none), 'direct' leaves every convolution to PyTorch."""
+    allocator: str = "tuned"
+    """'tuned': `selfsup train`/`eval` keep freed tensor memory in the heap for the next step instead of
+    returning it to the kernel (glibc mallopt, selfsup.ops.allocator); 'system' leaves malloc alone.
+    Applied by the command line, never by the library function train()."""
+
+
+LEGACY_KEYS = {("trainer", "cpu_allocator"): ("cpu", "allocator"), ("trainer", "cpu_convolution"): ("cpu", "convolution")}
+"""Keys of earlier versions → their place now, so that configs stored in old checkpoints still load."""
+
+
+def upgrade_legacy_keys(values: Mapping[str, Any]) -> Dict[str, Any]:
+    """``values`` with the keys of :data:`LEGACY_KEYS` moved to where they live now (an explicit new key wins)."""
+    out = dict(values)
+    for (old_group, old_key), (new_group, new_key) in LEGACY_KEYS.items():
+        group = out.get(old_group)
+        if isinstance(group, Mapping) and old_key in group:
+            group = dict(group)
+            value = group.pop(old_key)
+            out[old_group] = group
+            target = dict(out.get(new_group) or {})
+            target.setdefault(new_key, value)
+            out[new_group] = target
+    return out
 
 
 @dataclass
@@ -154,6 +183,7 @@ class TrainConfig:
     """Overrides of the method's augmentation preset (see selfsup.transforms.ViewConfig)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cpu: CpuConfig = field(default_factory=CpuConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -172,11 +202,10 @@ class TrainConfig:
         if not isinstance(compile_mode, bool) and compile_mode not in COMPILE_MODES:
             raise ConfigError(f"unknown trainer.compile '{compile_mode}'; valid choices: false, true, "
                               f"{', '.join(COMPILE_MODES)}")
-        if self.trainer.cpu_allocator not in ("tuned", "system"):
-            raise ConfigError(f"unknown trainer.cpu_allocator '{self.trainer.cpu_allocator}'; valid choices: system, tuned")
-        if self.trainer.cpu_convolution not in ("winograd", "direct"):
-            raise ConfigError(f"unknown trainer.cpu_convolution '{self.trainer.cpu_convolution}'; "
-                              "valid choices: direct, winograd")
+        if self.cpu.allocator not in ("tuned", "system"):
+            raise ConfigError(f"unknown cpu.allocator '{self.cpu.allocator}'; valid choices: system, tuned")
+        if self.cpu.convolution not in ("auto", "winograd", "direct"):
+            raise ConfigError(f"unknown cpu.convolution '{self.cpu.convolution}'; valid choices: auto, direct, winograd")
         if self.optim.name not in ("lars", "sgd", "adamw"):
             raise ConfigError(f"unknown optimizer '{self.optim.name}'; valid choices: adamw, lars, sgd")
         if self.optim.lr_scaling not in ("linear", "sqrt", "none"):
@@ -346,7 +375,7 @@ def make_config(
         merged = _merge(merged, load_yaml(path))
     for update in overrides:
         merged = _merge(merged, update)
-    return _build(TrainConfig, merged).validate()
+    return _build(TrainConfig, upgrade_legacy_keys(merged)).validate()
 
 
 def config_help() -> List[Tuple[str, Any, str]]:

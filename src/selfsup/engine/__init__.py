@@ -1,6 +1,5 @@
 """The training engine: Lightning outside, plain PyTorch methods inside."""
 
-from selfsup.engine.allocator import tune_cpu_allocator
 from selfsup.engine.checkpoint import AtomicCheckpointIO, atomic_torch_save
 from selfsup.engine.module import SelfSupervisedModule
 from selfsup.engine.trainer import LAST_CHECKPOINT, TrainResult, read_checkpoint_config, resolve_views, train
@@ -14,5 +13,4 @@ __all__ = [
     "read_checkpoint_config",
     "resolve_views",
     "train",
-    "tune_cpu_allocator",
 ]

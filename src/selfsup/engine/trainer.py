@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader, Subset
 from selfsup.config import TrainConfig, _build
 from selfsup.data import FolderDataset, ImageDataset, TensorImageDataset, TransformDataset, ViewDataset, load_dataset
 from selfsup.data.decode import DecodedFolder
-from selfsup.engine.allocator import tune_cpu_allocator
 from selfsup.engine.checkpoint import AtomicCheckpointIO
 from selfsup.engine.guard import DivergenceGuard
 from selfsup.engine.lifecycle import check_resume_config, remove_stale_temporaries
@@ -30,7 +29,7 @@ from selfsup.engine.module import CHECKPOINT_KEY, KnnMonitorData, SelfSupervised
 from selfsup.engine.run_lock import RunLock, describe_output_dir_error, launched_rank
 from selfsup.errors import ConfigError, DataError, SelfSupError
 from selfsup.io import atomic_write_text, load_torch_file
-from selfsup.ops import use_winograd
+from selfsup.ops import CpuSpeedups
 from selfsup.methods import METHODS
 from selfsup.transforms import MultiViewTransform, ViewConfig, eval_transform
 from selfsup.transforms.split_views import CropFlipViews
@@ -182,7 +181,8 @@ def check_precision(precision: str) -> None:
         from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
     except ImportError:  # Lightning moved them: its own error will do
         return
-    valid = [*typing.get_args(_PRECISION_INPUT_STR), *typing.get_args(_PRECISION_INPUT_STR_ALIAS)]
+    # 'auto' is selfsup's own: bf16 where this CPU measures it faster (selfsup.ops.precision).
+    valid = ["auto", *typing.get_args(_PRECISION_INPUT_STR), *typing.get_args(_PRECISION_INPUT_STR_ALIAS)]
     if valid and str(precision) not in valid:
         raise ConfigError(f"unknown trainer.precision '{precision}'; valid choices: {', '.join(valid)}")
 
@@ -262,8 +262,6 @@ def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Cal
         raise ConfigError(f"'{output_dir}' already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it")
     if rank_zero:
         remove_stale_temporaries(output_dir)
-    if config.trainer.cpu_allocator == "tuned" and runs_on_cpu(config.trainer.accelerator):
-        tune_cpu_allocator()  # before the loader's workers fork, so that they inherit it
     L.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_dataset(config.data, config.split, config.data_dir, config.download)
     views = resolve_views(config)
@@ -278,8 +276,8 @@ def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Cal
         num_samples=len(dataset),
         split_views=augment_mode(config, dataset) == "split",
     )
-    if config.trainer.cpu_convolution == "winograd" and runs_on_cpu(config.trainer.accelerator):
-        use_winograd(module.method)  # 3×3 stride-1 convolutions of float32 CPU steps (selfsup.ops.winograd)
+    cpu_speedups = CpuSpeedups(config, module.method.backbone, views.image_size or dataset.info.image_size,
+                               runs_on_cpu(config.trainer.accelerator))  # selfsup.ops: the CPU speed-ups
 
     keep = config.trainer.keep_checkpoints
     checkpointing = EpochCheckpoints(
@@ -302,8 +300,9 @@ def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Cal
     loggers, logger_callbacks = build_loggers(config.trainer.logger, output_dir, plan.start_step, resume,
                                               rank_zero)
     try:
-        trainer = _lightning_trainer(config, output_dir, [guard, checkpointing, *logger_callbacks, *callbacks],
-                                     loggers, checkpoint_io)
+        trainer = _lightning_trainer(config, output_dir, [guard, checkpointing, cpu_speedups, *logger_callbacks,
+                                                          *callbacks], loggers, checkpoint_io,
+                                     precision=cpu_speedups.precision)  # trainer.precision, 'auto' resolved
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:  # Lightning's MisconfigurationException is a ValueError
@@ -328,7 +327,7 @@ def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Cal
 
 
 def _lightning_trainer(config: TrainConfig, output_dir: Path, callbacks: List[Callback], loggers: List[Any],
-                       checkpoint_io: AtomicCheckpointIO) -> L.Trainer:
+                       checkpoint_io: AtomicCheckpointIO, precision: str) -> L.Trainer:
     tc = config.trainer
     return L.Trainer(
         max_epochs=config.epochs,
@@ -336,7 +335,7 @@ def _lightning_trainer(config: TrainConfig, output_dir: Path, callbacks: List[Ca
         devices=tc.devices,
         num_nodes=tc.num_nodes,
         strategy=tc.strategy,
-        precision=tc.precision,
+        precision=precision,
         sync_batchnorm=tc.sync_batchnorm,
         deterministic=tc.deterministic,
         gradient_clip_val=config.optim.gradient_clip or None,

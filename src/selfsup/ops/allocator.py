@@ -13,6 +13,14 @@ with glibc's ``mallopt`` and nothing to install.
 
 The cost: memory a step frees stays with the process (its resident size stays at its peak) until
 it exits, which is what a training process does anyway.
+
+Because it is process-wide, the library never calls it on its own: ``train()`` leaves malloc as the
+host program set it. The command line does (``selfsup train`` and ``selfsup eval`` on CPU, unless
+``cpu.allocator=system``). In your own training script, call it once at the start, before any
+DataLoader worker starts (they inherit it)::
+
+    from selfsup.ops import tune_cpu_allocator
+    tune_cpu_allocator()
 """
 
 from __future__ import annotations
