@@ -117,13 +117,13 @@ if [ "$COMPILE" = 1 ]; then
     ${FMNIST_DIR:+--data-dir "$FMNIST_DIR"}
 fi
 
-# The CUDA-only tests (side-stream views equal default-stream views; batched views on the GPU), if
-# pytest is there and time is left.
+# The CUDA-only tests (side-stream views equal default-stream views; batched views on the GPU;
+# disk-backed evaluation agrees with the in-memory one on the GPU), if pytest is there and time is left.
 left=$(( BUDGET - $(elapsed) - 15 ))
 if [ "$SMOKE" != 1 ] && (( left >= 30 )) && "$PY" -c "import pytest" 2>/dev/null; then
   echo "== CUDA tests (timeout ${left}s, at $(elapsed)s)" >>"$LOG"
   timeout -k 5 "$left" "$PY" -m pytest -q -p no:cacheprovider -m "not slow" tests/test_gpu_path.py \
-    tests/test_batched_views.py -k "side_stream or cuda" >>"$LOG" 2>&1
+    tests/test_batched_views.py tests/test_eval_memory.py -k "side_stream or cuda" >>"$LOG" 2>&1
   echo "== CUDA tests: exit $?" >>"$LOG"
 fi
 
