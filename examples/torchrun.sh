@@ -20,7 +20,7 @@ MASTER_PORT=${MASTER_PORT:-29500}
 METHOD=${METHOD:-simclr}
 DATA=${DATA:-folder:/data/imagenet}
 OUTPUT_DIR=${OUTPUT_DIR:-runs/$METHOD-imagenet}
-RECIPE=${RECIPE:-$("$PYTHON" -c "from selfsup.cli import RECIPES; print(RECIPES / 'imagenet' / '$METHOD.yaml')")}
+RECIPE=${RECIPE:-$("$PYTHON" -c "from selfsup.config import RECIPES; print(RECIPES / 'imagenet' / '$METHOD.yaml')")}
 
 RESUME=()
 if [ -f "$OUTPUT_DIR/last.ckpt" ]; then

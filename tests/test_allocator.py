@@ -85,7 +85,7 @@ def test_train_leaves_malloc_alone_and_the_command_line_tunes_it(monkeypatch, tm
     assert "tune_cpu_allocator" not in inspect.getsource(trainer)
     calls = []
     monkeypatch.setattr("selfsup.ops.tune_cpu_allocator", lambda: calls.append("tuned") or "tuned")
-    monkeypatch.setattr("selfsup.engine.train", lambda config, resume=False: (_ for _ in ()).throw(SystemExit(0)))
+    monkeypatch.setattr("selfsup.engine.train", lambda config, resume=False, **kwargs: (_ for _ in ()).throw(SystemExit(0)))
     for setting, expected in (("tuned", ["tuned"]), ("system", [])):
         calls.clear()
         with pytest.raises(SystemExit):

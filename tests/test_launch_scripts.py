@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from selfsup.cli import build_parser, build_train_config
+from selfsup.cli import build_parser
+from selfsup.commands.train import build_train_config
 from selfsup.engine.trainer import resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
