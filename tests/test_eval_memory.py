@@ -154,14 +154,14 @@ def evaluate(num_train, budget_gb):  # what evaluate_encoder does, with a cheape
     return evaluate_features(train_x, train_y, test_x, test_y, 4, ["knn", "linear", "fewshot"], settings)
 # Warm up (lazy imports, thread pools, allocator arenas) on a small set, then cap the data segment.
 evaluate(300, 0.004)
-resource.setrlimit(resource.RLIMIT_DATA, (vm_data() + 64 * 2**20, resource.RLIM_INFINITY))
+resource.setrlimit(resource.RLIMIT_DATA, (vm_data() + 76 * 2**20, resource.RLIM_INFINITY))
 try:  # some sandboxes (gVisor) accept the limit but do not enforce it
     bytearray(128 * 2**20)
     print("RLIMIT_DATA is not enforced here")
     sys.exit(0)
 except MemoryError:
     pass
-print(json.dumps(evaluate(5000, 0.004)))  # 5000 x 4096 float32 features: 82 MB, above the 64 MB left
+print(json.dumps(evaluate(5000, 0.004)))  # 5000 x 4096 float32 features: 82 MB, above the 76 MB left
 try:
     evaluate(5000, 1000.0)  # everything in RAM: the path before the budget
     print("in RAM: finished")
@@ -173,7 +173,8 @@ except (MemoryError, RuntimeError) as error:
 @linux_only
 def test_evaluation_keeps_a_data_limit_that_in_memory_features_overrun(tmp_path):
     """RLIMIT_DATA caps private memory (heap, anonymous maps), not shared file maps: the disk-backed
-    path must finish under a cap 64 MB above the warmed-up process, where the in-RAM path fails."""
+    path must finish under a cap 76 MB above the warmed-up process, where the in-RAM path (82 MB of
+    features alone) fails. (64 MB left the disk-backed path too little slack for the allocator: flaky.)"""
     env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(BIG_RUN), str(Path(__file__).parent)], env=env,

@@ -22,7 +22,7 @@ RESUMABLE_KEYS: Tuple[str, ...] = (
     "epochs", "num_workers", "output_dir", "data_dir", "download", "eval_data",
     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.progress_bar",
     "trainer.log_every_n_steps", "trainer.logger", "trainer.keep_checkpoints", "trainer.channels_last",
-    "cpu.", "trainer.deterministic", "trainer.compile", "trainer.precision",
+    "cpu.", "trainer.deterministic", "trainer.compile",
     "monitor.knn_every", "monitor.knn_k", "monitor.knn_temperature", "monitor.knn_train_samples",
     "monitor.knn_test_samples", "monitor.health_samples",
     "eval.",
