@@ -136,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def evaluate_run(config, checkpoint: Path) -> Dict[str, Any]:
     """kNN + linear for the trained encoder and (optionally) the random-init floor."""
-    from selfsup.data import load_dataset
+    from selfsup.data import SKIPPED_FILE, load_dataset, set_bad_image_policy
     from selfsup.evaluation import FeatureCache, evaluate_encoder, load_encoder
     from selfsup.evaluation.suite import EvalSettings
 
@@ -148,6 +148,8 @@ def evaluate_run(config, checkpoint: Path) -> Dict[str, Any]:
         print(f"no labels in {data}: skipping evaluation (set eval_data to a labelled dataset)", file=sys.stderr)
         return {}
     test_set = load_dataset(data, "test", config.data_dir, config.download)
+    for dataset in (train_set, test_set):  # as in training: a bad file must not end the run here
+        set_bad_image_policy(dataset, config.on_bad_image, Path(config.output_dir) / SKIPPED_FILE)
     ev = config.eval
     protocols = [p for p in ("knn", "linear") if getattr(ev, p)]
     settings = EvalSettings(knn_k=ev.knn_k, knn_temperature=ev.knn_temperature, linear_epochs=ev.linear_epochs,

@@ -119,6 +119,10 @@ class TrainConfig:
     eval_data: Optional[str] = None
     """Labelled dataset used for kNN/linear evaluation (default: `data`, or nothing if unlabelled)."""
     download: bool = False
+    on_bad_image: str = "skip"
+    """What an unreadable image file (truncated, empty, not an image, over 2^27 pixels) does:
+    'skip' (replaced by the next readable image, warned about once, listed in <output_dir>/skipped.txt)
+    or 'error' (stop with one line naming the file). `selfsup data check folder:PATH` lists them all."""
     backbone: str = DEFAULT_BACKBONE
     """Registered backbone name (`selfsup backbones`)."""
     backbone_args: Dict[str, Any] = field(default_factory=dict)
@@ -151,6 +155,8 @@ class TrainConfig:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.augment not in ("auto", "batched", "per-image"):
             raise ConfigError(f"unknown augment '{self.augment}'; valid choices: auto, batched, per-image")
+        if self.on_bad_image not in ("skip", "error"):
+            raise ConfigError(f"unknown on_bad_image '{self.on_bad_image}'; valid choices: error, skip")
         if self.trainer.cpu_allocator not in ("tuned", "system"):
             raise ConfigError(f"unknown trainer.cpu_allocator '{self.trainer.cpu_allocator}'; valid choices: system, tuned")
         if self.trainer.cpu_convolution not in ("winograd", "direct"):

@@ -18,7 +18,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Subset
 
 from selfsup.config import TrainConfig, _build
-from selfsup.data import ImageDataset, TensorImageDataset, TransformDataset, ViewDataset, load_dataset
+from selfsup.data import (SKIPPED_FILE, EpochShuffleSampler, ImageDataset, SkipLog, TensorImageDataset,
+                          TransformDataset, ViewDataset, load_dataset, set_bad_image_policy)
 from selfsup.engine.allocator import tune_cpu_allocator
 from selfsup.engine.checkpoint import AtomicCheckpointIO
 from selfsup.engine.module import CHECKPOINT_KEY, KnnMonitorData, SelfSupervisedModule
@@ -65,17 +66,37 @@ def use_batched_augment(config: TrainConfig, dataset: ImageDataset) -> bool:
 
 def build_train_loader(config: TrainConfig, dataset: ImageDataset, views: ViewConfig) -> DataLoader:
     """Batches of ``(views, labels, indices)``; with batched augmentation ``views`` is the
-    single uint8 batch ``[(B, C, H, W)]`` that the module turns into views on its device."""
+    single uint8 batch ``[(B, C, H, W)]`` that the module turns into views on its device.
+
+    Order and per-image views are functions of (seed, epoch, index) alone (selfsup.data.sampling),
+    and the loader draws nothing from the global generators, so ``--resume`` is exact with workers."""
     transform = _single_view if use_batched_augment(config, dataset) else MultiViewTransform(views, dataset.info)
     return DataLoader(
-        ViewDataset(dataset, transform),
+        ViewDataset(dataset, transform, seed=config.seed),
         batch_size=config.batch_size,
-        shuffle=True,
+        sampler=EpochShuffleSampler(len(dataset), seed=config.seed),
+        generator=torch.Generator().manual_seed(config.seed),  # the workers' base seed, not the global stream
         drop_last=True,  # equal batches: BatchNorm and the contrastive denominators see B images
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+class SamplerEpochOnResume(Callback):
+    """Sets the sampler's epoch from the checkpoint when a run resumes.
+
+    Lightning creates the first data iterator (and DataLoader workers start prefetching from it)
+    while configuring optimizers, before it restores its loops and calls ``set_epoch``: without
+    this the first resumed epoch would replay epoch 0's order and views.
+    """
+
+    def __init__(self, sampler: EpochShuffleSampler) -> None:
+        self.sampler = sampler
+
+    def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: Dict[str, Any]) -> None:
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        self.sampler.set_epoch(progress.get("processed", checkpoint.get("epoch", -1) + 1))
 
 
 def build_knn_monitor(config: TrainConfig, dataset: ImageDataset, views: ViewConfig) -> Optional[KnnMonitorData]:
@@ -88,6 +109,7 @@ def build_knn_monitor(config: TrainConfig, dataset: ImageDataset, views: ViewCon
     except DataError as err:
         log.warning("kNN monitor off: %s", err)
         return None
+    set_bad_image_policy(test_set, config.on_bad_image, Path(config.output_dir) / SKIPPED_FILE)
     transform = eval_transform(dataset.info, views.image_size)
     generator = torch.Generator().manual_seed(config.seed)
 
@@ -139,6 +161,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         tune_cpu_allocator()  # before the loader's workers fork, so that they inherit it
     L.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_dataset(config.data, config.split, config.data_dir, config.download)
+    set_bad_image_policy(dataset, config.on_bad_image, output_dir / SKIPPED_FILE)
     views = resolve_views(config)
     loader = build_train_loader(config, dataset, views)
     if len(loader) == 0:
@@ -179,7 +202,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         enable_progress_bar=tc.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[checkpointing, *callbacks],
+        callbacks=[checkpointing, SamplerEpochOnResume(loader.sampler), *callbacks],
         logger=[
             CSVLogger(output_dir, name="logs", version=""),
             TensorBoardLogger(output_dir, name="logs", version="", default_hp_metric=False),
@@ -194,6 +217,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
     start = time.perf_counter()
     trainer.fit(module, loader, ckpt_path=str(last) if resume else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    if skipped := SkipLog(output_dir / SKIPPED_FILE).entries():
+        log.warning("%d unreadable image file(s) skipped, listed in %s", len(skipped), output_dir / SKIPPED_FILE)
     return TrainResult(
         output_dir=output_dir,
         last_checkpoint=last,
