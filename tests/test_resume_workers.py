@@ -44,15 +44,17 @@ def _assert_same_weights(a_path: Path, b_path: Path) -> None:
     assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
 
 
-def test_resume_with_two_workers_is_exact(mixed_folder, tmp_path):
-    settings = ("epochs=3", "num_workers=2", "augment=per-image")
+@pytest.mark.parametrize("augment", ["per-image", "batched"])
+def test_resume_with_two_workers_is_exact(mixed_folder, shapes_folder, tmp_path, augment):
+    data = mixed_folder if augment == "per-image" else shapes_folder  # batched views need equal sizes
+    settings = ("epochs=3", "num_workers=2", f"augment={augment}")
     straight = tmp_path / "straight"
-    train(tiny_config(mixed_folder, straight, *settings))
+    train(tiny_config(data, straight, *settings))
     split = tmp_path / "split"
     with pytest.raises((KeyboardInterrupt, SystemExit)):
-        train(tiny_config(mixed_folder, split, *settings), callbacks=[CrashAfterFirstEpoch()])
+        train(tiny_config(data, split, *settings), callbacks=[CrashAfterFirstEpoch()])
     assert torch.load(split / "last.ckpt", weights_only=True)["global_step"] == 3
-    assert train(tiny_config(mixed_folder, split, *settings), resume=True).steps == 9
+    assert train(tiny_config(data, split, *settings), resume=True).steps == 9
     _assert_same_weights(straight / "last.ckpt", split / "last.ckpt")
 
 

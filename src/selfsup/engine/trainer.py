@@ -70,9 +70,11 @@ def build_train_loader(config: TrainConfig, dataset: ImageDataset, views: ViewCo
 
     Order and per-image views are functions of (seed, epoch, index) alone (selfsup.data.sampling),
     and the loader draws nothing from the global generators, so ``--resume`` is exact with workers."""
-    transform = _single_view if use_batched_augment(config, dataset) else MultiViewTransform(views, dataset.info)
+    batched = use_batched_augment(config, dataset)
+    transform = _single_view if batched else MultiViewTransform(views, dataset.info)
     return DataLoader(
-        ViewDataset(dataset, transform, seed=config.seed),
+        # Batched views are drawn on the device from the (checkpointed) global stream: no per-image seeds.
+        ViewDataset(dataset, transform, seed=None if batched else config.seed),
         batch_size=config.batch_size,
         sampler=EpochShuffleSampler(len(dataset), seed=config.seed),
         generator=torch.Generator().manual_seed(config.seed),  # the workers' base seed, not the global stream
