@@ -14,12 +14,12 @@ from selfsup.data.folder import FolderDataset
 from selfsup.data.idx import read_idx
 from selfsup.data.images import (BAD_IMAGE_POLICIES, MAX_IMAGE_PIXELS, SKIPPED_FILE, SkipLog, UnreadableImage,
                                  set_bad_image_policy)
-from selfsup.data.sampling import EpochShuffleSampler
+from selfsup.data.sampling import EpochShuffleSampler, LoaderGenerator
 from selfsup.data.wrappers import TransformDataset, ViewDataset
 
 __all__ = [
     "BAD_IMAGE_POLICIES", "DATASETS", "MAX_IMAGE_PIXELS", "SKIPPED_FILE", "UNLABELED", "DatasetInfo",
-    "EpochShuffleSampler", "FolderDataset", "ImageDataset", "SkipLog", "TensorImageDataset", "TransformDataset",
+    "EpochShuffleSampler", "FolderDataset", "ImageDataset", "LoaderGenerator", "SkipLog", "TensorImageDataset", "TransformDataset",
     "UnreadableImage", "ViewDataset", "dataset_names", "default_data_dir", "load_dataset", "read_idx",
     "set_bad_image_policy",
 ]

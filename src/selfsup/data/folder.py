@@ -11,8 +11,8 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from selfsup.data.base import UNLABELED, DatasetInfo, ImageDataset
 from selfsup.data.catalog import DATASETS, FOLDER_PREFIX
-from selfsup.data.images import (  # noqa: F401  EXTENSIONS, GRAY_MODES: re-exported, used elsewhere
-    EXTENSIONS, GRAY_MODES, SPLIT_FOLDERS, PathList, SkipLog, UnreadableImage, check_policy, find_unreadable,
+from selfsup.data.images import (  # noqa: F401  EXTENSIONS: also imported from here elsewhere
+    EXTENSIONS, GRAY_MODES, PathList, SkipLog, UnreadableImage, check_policy, find_unreadable,
     first_readable, image_mode, list_images, open_image, split_root)
 from selfsup.errors import DataError
 

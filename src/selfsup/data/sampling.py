@@ -79,3 +79,29 @@ class EpochShuffleSampler(DistributedSampler):
     def __len__(self) -> int:
         self._join_process_group()
         return self.num_samples
+
+
+class LoaderGenerator(torch.Generator):
+    """A CPU ``torch.Generator`` seeded with ``seed`` for ``DataLoader(generator=...)``.
+
+    The DataLoader draws its workers' base seed from it instead of from the global stream, which
+    checkpoints capture: otherwise persistent workers (one draw per run) and a resumed run (one more
+    draw) would shift the global stream. Unlike a plain Generator, it survives the pickling of
+    ``torch.multiprocessing`` into spawned processes (Lightning's ``ddp_spawn``), whose shared-memory
+    rebuild of the Generator's state tensor fails; its state travels as bytes.
+    """
+
+    def __new__(cls, seed: int = 0) -> "LoaderGenerator":
+        return super().__new__(cls, device="cpu")  # the C type reads its arguments as (device,)
+
+    def __init__(self, seed: int = 0) -> None:
+        self.manual_seed(seed)
+
+    def __reduce__(self):
+        return _rebuild_loader_generator, (bytes(self.get_state().numpy()),)
+
+
+def _rebuild_loader_generator(state: bytes) -> LoaderGenerator:
+    generator = LoaderGenerator()
+    generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    return generator

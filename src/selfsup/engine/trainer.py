@@ -18,8 +18,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Subset
 
 from selfsup.config import TrainConfig, _build
-from selfsup.data import (SKIPPED_FILE, EpochShuffleSampler, ImageDataset, SkipLog, TensorImageDataset,
-                          TransformDataset, ViewDataset, load_dataset, set_bad_image_policy)
+from selfsup.data import (SKIPPED_FILE, EpochShuffleSampler, ImageDataset, LoaderGenerator, SkipLog,
+                          TensorImageDataset, TransformDataset, ViewDataset, load_dataset, set_bad_image_policy)
 from selfsup.engine.allocator import tune_cpu_allocator
 from selfsup.engine.checkpoint import AtomicCheckpointIO
 from selfsup.engine.module import CHECKPOINT_KEY, KnnMonitorData, SelfSupervisedModule
@@ -77,7 +77,7 @@ def build_train_loader(config: TrainConfig, dataset: ImageDataset, views: ViewCo
         ViewDataset(dataset, transform, seed=None if batched else config.seed),
         batch_size=config.batch_size,
         sampler=EpochShuffleSampler(len(dataset), seed=config.seed),
-        generator=torch.Generator().manual_seed(config.seed),  # the workers' base seed, not the global stream
+        generator=LoaderGenerator(config.seed),  # the workers' base seed, not from the global stream
         drop_last=True,  # equal batches: BatchNorm and the contrastive denominators see B images
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
