@@ -188,3 +188,23 @@ def test_data_check_lists_exactly_the_planted_files(capsys, planted, tmp_path):
     assert "0 unreadable" in capsys.readouterr().out
     assert main(["data", "check", f"folder:{tmp_path / 'missing'}"]) == 2
     assert "selfsup: error: image folder" in capsys.readouterr().err
+
+
+def test_frame_pairs_follow_the_policy(tmp_path):
+    from selfsup.data import set_bad_image_policy
+
+    for video in ("v1", "v2"):
+        (tmp_path / "videos" / video).mkdir(parents=True)
+        for t in range(3):
+            Image.new("RGB", (12, 10), (40 * t, 0, 0)).save(tmp_path / "videos" / video / f"{t:05d}.png")
+    broken = tmp_path / "videos" / "v1" / "00002.png"
+    broken.write_bytes(broken.read_bytes()[:30])  # truncated: the target of pair 1
+    dataset = load_dataset(f"frames:{tmp_path / 'videos'}")
+    assert len(dataset) == 4 and len(dataset.frames) == 6
+    with pytest.raises(UnreadableImage, match="00002.png"):
+        dataset[1]
+    set_bad_image_policy(dataset, "skip", tmp_path / "skipped.txt")
+    torch.manual_seed(0)
+    pair, _ = dataset[1]  # pair 2 instead: v2's frame 1 with its reference, frame 0
+    assert pair.shape == (6, 10, 12) and int(pair[0, 0, 0]) == 0 and int(pair[3, 0, 0]) == 40
+    assert [Path(row[0]) for row in read_list(tmp_path / "skipped.txt")] == [broken]

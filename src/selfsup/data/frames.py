@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.transforms.v2.functional import pil_to_tensor
@@ -24,7 +25,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from selfsup.data.base import UNLABELED, DatasetInfo, ImageDataset
 from selfsup.data.catalog import DATASETS, FRAMES_PREFIX
 from selfsup.data.folder import IMAGENET_MEAN, IMAGENET_STD
-from selfsup.data.images import (EXTENSIONS, GRAY_MODES, SkipLog, UnreadableImage, check_policy, first_readable,
+from selfsup.data.images import (EXTENSIONS, GRAY_MODES, PathList, SkipLog, UnreadableImage, check_policy, first_readable,
                                  open_image, split_root)
 from selfsup.errors import DataError
 
@@ -94,14 +95,17 @@ class FramePairDataset(ImageDataset):
         self.max_gap = max_gap
         self.on_bad_image = check_policy(on_bad_image)
         self.skip_log = skip_log or SkipLog()
-        self.videos = [frame_files(v) for v in video_folders(root)]
-        self.videos = [files for files in self.videos if len(files) >= FRAMES_PER_SAMPLE]
-        if not self.videos:
+        videos = [files for files in (frame_files(v) for v in video_folders(root)) if len(files) >= FRAMES_PER_SAMPLE]
+        if not videos:
             raise DataError(f"no videos in {root}: expected one sub-folder per video holding >= 2 frames "
                             f"({', '.join(EXTENSIONS)}), e.g. {root}/video1/00000.png")
-        self.samples = [(v, t) for v, files in enumerate(self.videos) for t in range(1, len(files))]
-        every = [p for files in self.videos for p in files]
-        sample = every[:: math.ceil(len(every) / 16)]
+        # Packed, not lists of objects, so that DataLoader workers do not copy them (see PathList).
+        self.frames = PathList(p for files in videos for p in files)
+        starts = np.cumsum([0] + [len(files) for files in videos[:-1]])
+        # Sample i: target frame self.frames[_targets[i]], the _positions[i]-th frame (>= 1) of its video.
+        self._positions = np.concatenate([np.arange(1, len(files)) for files in videos]).astype(np.int64)
+        self._targets = np.concatenate([start + np.arange(1, len(files)) for start, files in zip(starts, videos)])
+        sample = self.frames[:: math.ceil(len(self.frames) / 16)]
         headers = []  # (mode, size) of the sampled frames that open; the others are left to the policy
         for path in sample:
             try:
@@ -118,21 +122,20 @@ class FramePairDataset(ImageDataset):
         self.info = DatasetInfo(
             name=name or f"frames:{root}", num_channels=FRAMES_PER_SAMPLE * channels, num_classes=0,
             image_size=min(first_size), mean=mean * FRAMES_PER_SAMPLE, std=std * FRAMES_PER_SAMPLE)
-        self._label_list = [UNLABELED] * len(self.samples)
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._targets)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return first_readable(i, len(self.samples), self._read, self.on_bad_image, self.skip_log)
+        return first_readable(i, len(self._targets), self._read, self.on_bad_image, self.skip_log)
 
     def _read(self, i: int) -> tuple[Tensor, int]:
-        video, target = self.samples[i]
-        gap = int(torch.randint(1, min(self.max_gap, target) + 1, ()).item())
-        files = self.videos[video]
-        reference, frame = read_frame(files[target - gap], self.mode), read_frame(files[target], self.mode)
+        target, position = int(self._targets[i]), int(self._positions[i])
+        gap = int(torch.randint(1, min(self.max_gap, position) + 1, ()).item())
+        first, second = self.frames[target - gap], self.frames[target]
+        reference, frame = read_frame(first, self.mode), read_frame(second, self.mode)
         if reference.shape != frame.shape:
-            raise DataError(f"frames {files[target - gap]} and {files[target]} of one video differ in size")
+            raise DataError(f"frames {first} and {second} of one video differ in size")
         return torch.cat([reference, frame]), UNLABELED
 
 
