@@ -163,6 +163,10 @@ class TrainConfig:
     eval_data: Optional[str] = None
     """Labelled dataset used for kNN/linear evaluation (default: `data`, or nothing if unlabelled)."""
     download: bool = False
+    on_bad_image: str = "skip"
+    """What an unreadable image file (truncated, empty, not an image, over 2^27 pixels) does:
+    'skip' (replaced by the next readable image, warned about once, listed in <output_dir>/skipped.txt)
+    or 'error' (stop with one line naming the file). `selfsup data check folder:PATH` lists them all."""
     backbone: str = DEFAULT_BACKBONE
     """Registered backbone name (`selfsup backbones`)."""
     backbone_args: Dict[str, Any] = field(default_factory=dict)
@@ -206,6 +210,8 @@ class TrainConfig:
             raise ConfigError(f"unknown cpu.allocator '{self.cpu.allocator}'; valid choices: system, tuned")
         if self.cpu.convolution not in ("auto", "winograd", "direct"):
             raise ConfigError(f"unknown cpu.convolution '{self.cpu.convolution}'; valid choices: auto, direct, winograd")
+        if self.on_bad_image not in ("skip", "error"):
+            raise ConfigError(f"unknown on_bad_image '{self.on_bad_image}'; valid choices: error, skip")
         if self.optim.name not in ("lars", "sgd", "adamw"):
             raise ConfigError(f"unknown optimizer '{self.optim.name}'; valid choices: adamw, lars, sgd")
         if self.optim.lr_scaling not in ("linear", "sqrt", "none"):

@@ -10,10 +10,14 @@ from selfsup.data.base import ImageDataset
 from selfsup.errors import DataError
 from selfsup.registry import Registry
 
-# Each entry is a factory ``(split, data_dir, download) -> ImageDataset``.
+# Each entry is a factory ``(split, data_dir, download) -> ImageDataset``. A dataset read from a
+# path given in its name registers as ``"<prefix>:PATH"`` (``folder:PATH``, ``frames:PATH``) and
+# receives that path as ``data_dir``. Registration happens when the package selfsup.data imports
+# its dataset modules; this module imports none of them.
 DatasetFactory = Callable[[str, "str | None", bool], ImageDataset]
 DATASETS: Registry[DatasetFactory] = Registry("dataset")
 
+PATH_SUFFIX = "PATH"
 FOLDER_PREFIX = "folder:"
 FRAMES_PREFIX = "frames:"  # a folder of videos, one sub-folder of frames each (selfsup.data.frames)
 
@@ -25,12 +29,10 @@ def load_dataset(
 
     Raises ConfigError for an unknown name and DataError for a bad split or missing files.
     """
-    if name.startswith(FOLDER_PREFIX):
+    prefix, colon, path = name.partition(":")
+    if colon and f"{prefix}:{PATH_SUFFIX}" in DATASETS:
         # The path is part of the name, so a recipe names its data in one place.
-        return DATASETS.get(FOLDER_PREFIX + "PATH")(split, name[len(FOLDER_PREFIX):], download)
-    if name.startswith(FRAMES_PREFIX):
-        from selfsup.data import frames  # noqa: F401  registers "frames:PATH"; it imports this module
-        return DATASETS.get(FRAMES_PREFIX + "PATH")(split, name[len(FRAMES_PREFIX):], download)
+        return DATASETS.get(f"{prefix}:{PATH_SUFFIX}")(split, path, download)
     return DATASETS.get(name)(split, data_dir, download)
 
 

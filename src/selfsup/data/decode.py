@@ -15,20 +15,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from selfsup.data.base import UNLABELED, ImageDataset
 from selfsup.data.folder import FolderDataset
-from selfsup.errors import DataError
+from selfsup.data.images import first_readable, open_image
 
 TORCHVISION_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # what torchvision.io decodes to one image
 
 
 def read_image(path: str | Path, gray: bool) -> torch.Tensor:
-    """The file's pixels as uint8 ``(1, H, W)`` (``gray``) or ``(3, H, W)``; DataError if unreadable."""
+    """The file's pixels as uint8 ``(1, H, W)`` (``gray``) or ``(3, H, W)``.
+
+    Raises :class:`~selfsup.data.images.UnreadableImage` (a DataError) for a file that cannot be
+    decoded or whose header declares more than ``MAX_IMAGE_PIXELS`` pixels (read before decoding,
+    as :func:`~selfsup.data.images.open_image` does for PIL)."""
     path = Path(path)
+    open_image(path, decode=False).close()  # identifies the file and checks its size from the header
     suffix = path.suffix.lower()
     # torchvision's WebP decoder ignores grey conversion (and says so on stderr for every image).
     if suffix in TORCHVISION_SUFFIXES and not (gray and suffix == ".webp"):
@@ -38,11 +42,8 @@ def read_image(path: str | Path, gray: bool) -> torch.Tensor:
                 return image
         except (RuntimeError, ValueError):
             pass  # PIL below decides: it reads more variants, and names the problem if it cannot
-    try:
-        with Image.open(path) as image:
-            return pil_to_tensor(image.convert("L" if gray else "RGB"))
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {e}".replace("\n", " ")) from e
+    with open_image(path) as image:
+        return pil_to_tensor(image.convert("L" if gray else "RGB"))
 
 
 class DecodedFolder(ImageDataset):
@@ -58,11 +59,14 @@ class DecodedFolder(ImageDataset):
         self.labels = folder.labels
         self.info = folder.info
         self.gray = folder.mode == "L"
-        self._label_list = [int(v) for v in folder.labels.tolist()] if folder.labels is not None else None
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        label = self._label_list[i] if self._label_list is not None else UNLABELED
+        # The folder's bad-image policy and skip list (set_bad_image_policy sets them on the folder).
+        return first_readable(i, len(self.files), self._read, self.folder.on_bad_image, self.folder.skip_log)
+
+    def _read(self, i: int) -> tuple[torch.Tensor, int]:
+        label = UNLABELED if self.labels is None else int(self.folder._label_array[i])
         return read_image(self.files[i], self.gray), label

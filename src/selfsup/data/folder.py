@@ -4,41 +4,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
-from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from selfsup.data.base import UNLABELED, DatasetInfo, ImageDataset
-from selfsup.data.catalog import DATASETS
+from selfsup.data.catalog import DATASETS, FOLDER_PREFIX
+from selfsup.data.images import (  # noqa: F401  EXTENSIONS: also imported from here elsewhere
+    EXTENSIONS, GRAY_MODES, PathList, SkipLog, UnreadableImage, check_policy, find_unreadable,
+    first_readable, image_mode, list_images, open_image, split_root)
 from selfsup.errors import DataError
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 MODE_SAMPLES = 16  # images whose mode is read to choose between 1 and 3 channels
-SPLIT_FOLDERS = ("train", "val", "test")
 DEFAULT_SIZE = 224  # ImageNet resolution; images of any size are resized by the transforms
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def _images(folder: Path) -> list[Path]:
-    """All image files below ``folder``, sorted, skipping hidden files and folders."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in EXTENSIONS and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-
-
-def _split_root(path: Path, split: str) -> Path:
-    """The folder serving ``split``: ``PATH/<split>`` when PATH has split folders, else PATH for ``train``."""
-    present = [s for s in SPLIT_FOLDERS if (path / s).is_dir()]
-    if "train" in present and len(present) > 1:
-        if split not in present:
-            raise DataError(f"no split folder '{split}' in {path}; found: {', '.join(present)}")
-        return path / split
-    if split != "train":
-        raise DataError(f"no split folder '{split}' in {path}; without train/ and test/ (or val/) "
-                        "sub-folders the whole folder is split 'train'")
-    return path
 
 
 class FolderDataset(ImageDataset):
@@ -47,59 +27,62 @@ class FolderDataset(ImageDataset):
     Sub-folders holding images are classes (sorted names; images directly in the root are then
     ignored, as in torchvision's ImageFolder); a flat folder is unlabeled (label -1). If up to 16
     evenly spaced images are all grayscale, images load with C=1, otherwise as RGB (C=3).
+
+    An unreadable file (see :mod:`selfsup.data.images`) raises :class:`UnreadableImage` under
+    ``on_bad_image="error"``; under ``"skip"`` item ``i`` is the next readable image instead and the
+    file is recorded in ``skip_log``. ``files`` are the image paths (a :class:`PathList`).
     """
 
-    def __init__(self, root: str | Path, name: str | None = None) -> None:
+    def __init__(self, root: str | Path, name: str | None = None, on_bad_image: str = "error",
+                 skip_log: Optional[SkipLog] = None) -> None:
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DataError(f"image folder {root} does not exist")
         self.root = root
+        self.on_bad_image = check_policy(on_bad_image)
+        self.skip_log = skip_log or SkipLog()
         classes = sorted(d.name for d in root.iterdir()
-                         if d.is_dir() and not d.name.startswith(".") and _images(d))
+                         if d.is_dir() and not d.name.startswith(".") and list_images(d))
         if classes:
-            per_class = [_images(root / c) for c in classes]
-            self.files = [f for files in per_class for f in files]
+            per_class = [list_images(root / c) for c in classes]
+            self.files = PathList(f for files in per_class for f in files)
             self.labels = torch.tensor([k for k, files in enumerate(per_class) for _ in files], dtype=torch.int64)
-            self._label_list = self.labels.tolist()
+            self._label_array = self.labels.numpy()  # numpy indexing is ~20x cheaper than a tensor's
         else:
-            self.files = _images(root)
+            self.files = PathList(list_images(root))
             self.labels = None
-            self._label_list = [UNLABELED] * len(self.files)
-        if not self.files:
+        if not len(self.files):
             raise DataError(f"no images ({', '.join(EXTENSIONS)}) found in folder {root}")
-        # Decoding one file at construction catches a wrong folder early; verify() checks all.
-        self._open(self.files[0]).close()
         # Grayscale only if every sampled image is: one grey photo (ImageNet has some) sorted
-        # first must not turn a colour dataset grey. Reading a header does not decode pixels.
+        # first must not turn a colour dataset grey. Reading a header does not decode pixels;
+        # unreadable files are left to the policy, but a folder where none of the sample reads
+        # is the wrong folder.
         sample = self.files[:: math.ceil(len(self.files) / MODE_SAMPLES)]
-        self.mode = "L" if all(self._mode(p) in GRAY_MODES for p in sample) else "RGB"
+        modes, first_error = [], None
+        for path in sample:
+            try:
+                modes.append(image_mode(path))
+            except UnreadableImage as error:
+                first_error = first_error or error
+        if not modes:
+            raise DataError(f"none of {len(sample)} sampled files of {root} is a readable image, e.g. {first_error}")
+        self.mode = "L" if all(m in GRAY_MODES for m in modes) else "RGB"
         gray = self.mode == "L"
         self.info = DatasetInfo(
             name=name or f"folder:{root}", num_channels=1 if gray else 3, num_classes=len(classes),
             image_size=DEFAULT_SIZE, mean=(0.5,) if gray else IMAGENET_MEAN,
             std=(0.5,) if gray else IMAGENET_STD, classes=tuple(classes))
 
-    @staticmethod
-    def _open(path: Path) -> Image.Image:
-        try:
-            image = Image.open(path)
-            image.load()  # decode now so a truncated file fails here, not later
-            return image
-        except (OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"cannot read image {path}: {e}".replace("\n", " ")) from e
-
-    @staticmethod
-    def _mode(path: Path) -> str:
-        try:
-            with Image.open(path) as image:
-                return image.mode
-        except (OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"cannot read image {path}: {e}".replace("\n", " ")) from e
-
     def verify(self) -> None:
         """Decode every image once; raise DataError naming the first unreadable file."""
         for path in self.files:
-            self._open(path).close()
+            open_image(path).close()
+
+    def unreadable(self, workers: Optional[int] = None,
+                   progress: Optional[Callable[[int], None]] = None) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every file that cannot be read, decoding with ``workers``
+        processes (default: all cores); see :func:`~selfsup.data.images.find_unreadable`."""
+        return find_unreadable(self.files, workers, progress)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -109,11 +92,15 @@ class FolderDataset(ImageDataset):
         return Path(self.files[i]).relative_to(self.root).as_posix()
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        with self._open(self.files[i]) as image:
-            return pil_to_tensor(image.convert(self.mode)), self._label_list[i]
+        return first_readable(i, len(self.files), self._read, self.on_bad_image, self.skip_log)
+
+    def _read(self, i: int) -> tuple[torch.Tensor, int]:
+        with open_image(self.files[i]) as image:
+            pixels = pil_to_tensor(image.convert(self.mode))
+        return pixels, UNLABELED if self.labels is None else int(self._label_array[i])
 
 
-@DATASETS.register("folder:PATH")
+@DATASETS.register(FOLDER_PREFIX + "PATH")
 def folder(split: str, path: str | None, download: bool) -> FolderDataset:
     """``folder:PATH`` with ``split`` choosing ``PATH/train``, ``PATH/test`` or ``PATH/val`` when present."""
     if not path:
@@ -121,4 +108,5 @@ def folder(split: str, path: str | None, download: bool) -> FolderDataset:
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist")
-    return FolderDataset(_split_root(root, split), name=f"folder:{path}")
+    return FolderDataset(split_root(root, split), name=f"folder:{path}")
+

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from selfsup.data.base import UNLABELED, DatasetInfo, ImageDataset
-from selfsup.data.catalog import DATASETS
-from selfsup.data.folder import EXTENSIONS, GRAY_MODES, IMAGENET_MEAN, IMAGENET_STD, SPLIT_FOLDERS
+from selfsup.data.catalog import DATASETS, FRAMES_PREFIX
+from selfsup.data.folder import IMAGENET_MEAN, IMAGENET_STD
+from selfsup.data.images import (EXTENSIONS, GRAY_MODES, PathList, SkipLog, UnreadableImage, check_policy, first_readable,
+                                 open_image, split_root)
 from selfsup.errors import DataError
 
 FRAMES_PER_SAMPLE = 2  # reference, target
@@ -44,12 +47,10 @@ def video_folders(root: Path) -> list[Path]:
 
 
 def read_frame(path: Path, mode: str = "RGB") -> Tensor:
-    """One frame as uint8 ``(C, H, W)`` (C = 3 for ``mode="RGB"``, 1 for ``"L"``)."""
-    try:
-        with Image.open(path) as image:
-            return pil_to_tensor(image.convert(mode))
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read frame {path}: {e}".replace("\n", " ")) from e
+    """One frame as uint8 ``(C, H, W)`` (C = 3 for ``mode="RGB"``, 1 for ``"L"``); raises
+    :class:`~selfsup.data.images.UnreadableImage` for a bad file."""
+    with open_image(path) as image:
+        return pil_to_tensor(image.convert(mode))
 
 
 def read_video(folder: str | Path, mode: str = "RGB") -> tuple[Tensor, list[Path]]:
@@ -79,68 +80,66 @@ class FramePairDataset(ImageDataset):
     Item ``i`` is target frame ``i`` of the concatenated videos (each video's first frame is only
     ever a reference); its reference is drawn ``gap`` frames earlier, ``gap`` uniform in
     ``1..min(max_gap, index in its video)``, with torch's global generator (seeded per DataLoader
-    worker). Frames load as RGB unless up to 16 sampled frames are all grayscale.
+    worker, or per sample by :class:`~selfsup.data.ViewDataset`). Frames load as RGB unless up to 16
+    sampled frames are all grayscale. A pair with an unreadable frame follows ``on_bad_image`` as in
+    :class:`~selfsup.data.FolderDataset` (``skip``: the next readable pair replaces it).
     """
 
-    def __init__(self, root: str | Path, max_gap: int = MAX_GAP, name: str | None = None) -> None:
+    def __init__(self, root: str | Path, max_gap: int = MAX_GAP, name: str | None = None,
+                 on_bad_image: str = "error", skip_log: Optional[SkipLog] = None) -> None:
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DataError(f"frames folder {root} does not exist")
         if max_gap < 1:
             raise DataError(f"max_gap={max_gap} must be >= 1 frame")
         self.max_gap = max_gap
-        self.videos = [frame_files(v) for v in video_folders(root)]
-        self.videos = [files for files in self.videos if len(files) >= FRAMES_PER_SAMPLE]
-        if not self.videos:
+        self.on_bad_image = check_policy(on_bad_image)
+        self.skip_log = skip_log or SkipLog()
+        videos = [files for files in (frame_files(v) for v in video_folders(root)) if len(files) >= FRAMES_PER_SAMPLE]
+        if not videos:
             raise DataError(f"no videos in {root}: expected one sub-folder per video holding >= 2 frames "
                             f"({', '.join(EXTENSIONS)}), e.g. {root}/video1/00000.png")
-        self.samples = [(v, t) for v, files in enumerate(self.videos) for t in range(1, len(files))]
-        every = [p for files in self.videos for p in files]
-        sample = every[:: math.ceil(len(every) / 16)]
-        self.mode = "L" if all(_mode(p) in GRAY_MODES for p in sample) else "RGB"
+        # Packed, not lists of objects, so that DataLoader workers do not copy them (see PathList).
+        self.frames = PathList(p for files in videos for p in files)
+        starts = np.cumsum([0] + [len(files) for files in videos[:-1]])
+        # Sample i: target frame self.frames[_targets[i]], the _positions[i]-th frame (>= 1) of its video.
+        self._positions = np.concatenate([np.arange(1, len(files)) for files in videos]).astype(np.int64)
+        self._targets = np.concatenate([start + np.arange(1, len(files)) for start, files in zip(starts, videos)])
+        sample = self.frames[:: math.ceil(len(self.frames) / 16)]
+        headers = []  # (mode, size) of the sampled frames that open; the others are left to the policy
+        for path in sample:
+            try:
+                with open_image(path, decode=False) as image:
+                    headers.append((image.mode, image.size))
+            except UnreadableImage:
+                pass
+        if not headers:
+            raise DataError(f"none of {len(sample)} sampled frames of {root} is a readable image")
+        self.mode = "L" if all(mode in GRAY_MODES for mode, _ in headers) else "RGB"
         channels = 1 if self.mode == "L" else 3
-        first = read_frame(self.videos[0][0], self.mode)
+        first_size = headers[0][1]
         mean, std = ((0.5,), (0.5,)) if channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
         self.info = DatasetInfo(
             name=name or f"frames:{root}", num_channels=FRAMES_PER_SAMPLE * channels, num_classes=0,
-            image_size=min(first.shape[1:]), mean=mean * FRAMES_PER_SAMPLE, std=std * FRAMES_PER_SAMPLE)
-        self._label_list = [UNLABELED] * len(self.samples)
+            image_size=min(first_size), mean=mean * FRAMES_PER_SAMPLE, std=std * FRAMES_PER_SAMPLE)
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._targets)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        video, target = self.samples[i]
-        gap = int(torch.randint(1, min(self.max_gap, target) + 1, ()).item())
-        files = self.videos[video]
-        reference, frame = read_frame(files[target - gap], self.mode), read_frame(files[target], self.mode)
+        return first_readable(i, len(self._targets), self._read, self.on_bad_image, self.skip_log)
+
+    def _read(self, i: int) -> tuple[Tensor, int]:
+        target, position = int(self._targets[i]), int(self._positions[i])
+        gap = int(torch.randint(1, min(self.max_gap, position) + 1, ()).item())
+        first, second = self.frames[target - gap], self.frames[target]
+        reference, frame = read_frame(first, self.mode), read_frame(second, self.mode)
         if reference.shape != frame.shape:
-            raise DataError(f"frames {files[target - gap]} and {files[target]} of one video differ in size")
+            raise DataError(f"frames {first} and {second} of one video differ in size")
         return torch.cat([reference, frame]), UNLABELED
 
 
-def _mode(path: Path) -> str:
-    try:
-        with Image.open(path) as image:
-            return image.mode
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read frame {path}: {e}".replace("\n", " ")) from e
-
-
-def _split_root(path: Path, split: str) -> Path:
-    """``PATH/<split>`` when PATH has split folders (train/ plus test/ or val/), else PATH for ``train``."""
-    present = [s for s in SPLIT_FOLDERS if (path / s).is_dir()]
-    if "train" in present and len(present) > 1:
-        if split not in present:
-            raise DataError(f"no split folder '{split}' in {path}; found: {', '.join(present)}")
-        return path / split
-    if split != "train":
-        raise DataError(f"no split folder '{split}' in {path}; without train/ and test/ (or val/) sub-folders "
-                        "the whole folder is split 'train'")
-    return path
-
-
-@DATASETS.register("frames:PATH")
+@DATASETS.register(FRAMES_PREFIX + "PATH")
 def frames(split: str, path: str | None, download: bool) -> FramePairDataset:
     """``frames:PATH``: one sub-folder of frames per video (``split`` picks ``PATH/train`` etc. when present)."""
     if not path:
@@ -149,4 +148,4 @@ def frames(split: str, path: str | None, download: bool) -> FramePairDataset:
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"frames folder {root} does not exist")
-    return FramePairDataset(_split_root(root, split), name=f"frames:{path}")
+    return FramePairDataset(split_root(root, split), name=f"frames:{path}")

@@ -19,7 +19,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from torch.utils.data import DataLoader, Subset
 
 from selfsup.config import TrainConfig, _build
-from selfsup.data import FolderDataset, ImageDataset, TensorImageDataset, TransformDataset, ViewDataset, load_dataset
+from selfsup.data import (SKIPPED_FILE, EpochShuffleSampler, FolderDataset, ImageDataset, LoaderGenerator, SkipLog,
+                          TensorImageDataset, TransformDataset, ViewDataset, load_dataset, set_bad_image_policy)
 from selfsup.data.decode import DecodedFolder
 from selfsup.engine.checkpoint import AtomicCheckpointIO
 from selfsup.engine.guard import DivergenceGuard
@@ -87,7 +88,11 @@ def augment_mode(config: TrainConfig, dataset: ImageDataset) -> str:
 def build_train_loader(config: TrainConfig, dataset: ImageDataset, views: ViewConfig) -> DataLoader:
     """Batches of ``(views, labels, indices)``; with batched augmentation ``views`` is the
     single uint8 batch ``[(B, C, H, W)]`` that the module turns into views on its device; with
-    split augmentation it is one uint8 crop batch per view, coloured on the device."""
+    split augmentation it is one uint8 crop batch per view, coloured on the device.
+
+    Order and per-image views (or crops) are functions of (seed, epoch, index) alone
+    (selfsup.data.sampling), and the loader draws nothing from the global generators, so
+    ``--resume`` is exact with workers."""
     mode = augment_mode(config, dataset)
     if isinstance(dataset, FolderDataset):
         dataset = DecodedFolder(dataset)  # the same pixels, decoded by torchvision.io (selfsup.data.decode)
@@ -95,15 +100,34 @@ def build_train_loader(config: TrainConfig, dataset: ImageDataset, views: ViewCo
         transform: Any = _single_view
     else:
         transform = (CropFlipViews if mode == "split" else MultiViewTransform)(views, dataset.info)
+    batched = mode == "batched"
     return DataLoader(
-        ViewDataset(dataset, transform),
+        # Batched views are drawn on the device from the (checkpointed) global stream: no per-image seeds.
+        ViewDataset(dataset, transform, seed=None if batched else config.seed),
         batch_size=config.batch_size,
-        shuffle=True,
+        sampler=EpochShuffleSampler(len(dataset), seed=config.seed),
+        generator=LoaderGenerator(config.seed),  # the workers' base seed, not from the global stream
         drop_last=True,  # equal batches: BatchNorm and the contrastive denominators see B images
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+class SamplerEpochOnResume(Callback):
+    """Sets the sampler's epoch from the checkpoint when a run resumes.
+
+    Lightning creates the first data iterator (and DataLoader workers start prefetching from it)
+    while configuring optimizers, before it restores its loops and calls ``set_epoch``: without
+    this the first resumed epoch would replay epoch 0's order and views.
+    """
+
+    def __init__(self, sampler: EpochShuffleSampler) -> None:
+        self.sampler = sampler
+
+    def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: Dict[str, Any]) -> None:
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        self.sampler.set_epoch(progress.get("processed", checkpoint.get("epoch", -1) + 1))
 
 
 def build_knn_monitor(config: TrainConfig, dataset: ImageDataset, views: ViewConfig) -> Optional[KnnMonitorData]:
@@ -116,6 +140,7 @@ def build_knn_monitor(config: TrainConfig, dataset: ImageDataset, views: ViewCon
     except DataError as err:
         log.warning("kNN monitor off: %s", err)
         return None
+    set_bad_image_policy(test_set, config.on_bad_image, Path(config.output_dir) / SKIPPED_FILE)
     transform = eval_transform(dataset.info, views.image_size)
     generator = torch.Generator().manual_seed(config.seed)
 
@@ -264,6 +289,7 @@ def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Cal
         remove_stale_temporaries(output_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_dataset(config.data, config.split, config.data_dir, config.download)
+    set_bad_image_policy(dataset, config.on_bad_image, output_dir / SKIPPED_FILE)
     views = resolve_views(config)
     loader = build_train_loader(config, dataset, views)
     if len(loader) == 0:
@@ -300,8 +326,8 @@ def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Cal
     loggers, logger_callbacks = build_loggers(config.trainer.logger, output_dir, plan.start_step, resume,
                                               rank_zero)
     try:
-        trainer = _lightning_trainer(config, output_dir, [guard, checkpointing, cpu_speedups, *logger_callbacks,
-                                                          *callbacks], loggers, checkpoint_io,
+        run_callbacks = [guard, checkpointing, cpu_speedups, SamplerEpochOnResume(loader.sampler), *logger_callbacks]
+        trainer = _lightning_trainer(config, output_dir, [*run_callbacks, *callbacks], loggers, checkpoint_io,
                                      precision=cpu_speedups.precision)  # trainer.precision, 'auto' resolved
     except ConfigError:
         raise
@@ -316,6 +342,8 @@ def _train_in_folder(config: TrainConfig, plan: RunPlan, callbacks: Sequence[Cal
     start = time.perf_counter()
     trainer.fit(module, loader, ckpt_path=str(plan.resume_from) if plan.resume_from is not None else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    if skipped := SkipLog(output_dir / SKIPPED_FILE).entries():
+        log.warning("%d unreadable image file(s) skipped, listed in %s", len(skipped), output_dir / SKIPPED_FILE)
     return TrainResult(
         output_dir=output_dir,
         last_checkpoint=last,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
-from selfsup.data import ImageDataset, load_dataset
+from selfsup.data import SKIPPED_FILE, ImageDataset, load_dataset, set_bad_image_policy
 from selfsup.evaluation.features import FeatureCache
 from selfsup.evaluation.load import load_encoder
 from selfsup.evaluation.pixels import evaluate_pixels
@@ -65,6 +65,8 @@ def evaluate_run(config: Any, checkpoint: Union[str, Path], progress: bool = Fal
         print(f"no labels in {data}: skipping evaluation (set eval_data to a labelled dataset)", file=sys.stderr)
         return {}
     test_set = load_dataset(data, "test", config.data_dir, config.download)
+    for dataset in (train_set, test_set):  # as in training: a bad file must not end the run here
+        set_bad_image_policy(dataset, config.on_bad_image, Path(config.output_dir) / SKIPPED_FILE)
     ev = config.eval
     protocols = [p for p in ("knn", "linear") if getattr(ev, p)]
     settings = EvalSettings(knn_k=ev.knn_k, knn_temperature=ev.knn_temperature, linear_epochs=ev.linear_epochs,
