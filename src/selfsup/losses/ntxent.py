@@ -70,7 +70,9 @@ class NTXentLoss(nn.Module):
         local = torch.arange(batch, device=z_a.device) + offset
         # An anchor is never its own negative: mask its self-similarity.
         self_index = torch.cat([local, local + total])
-        logits[torch.arange(2 * batch, device=z_a.device), self_index] = float("-inf")
+        # The fill value as a device tensor: a Python float here is copied host→device each step (a sync).
+        minus_inf = torch.full((), float("-inf"), dtype=logits.dtype, device=logits.device)
+        logits.index_put_((torch.arange(2 * batch, device=z_a.device), self_index), minus_inf)
         # The positive of a first view is the second view of the same image, and vice versa.
         positive_index = torch.cat([local + total, local])
         return F.cross_entropy(logits, positive_index)

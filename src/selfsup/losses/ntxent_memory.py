@@ -63,8 +63,9 @@ class NTXentMemoryLoss(nn.Module):
         logits = anchors @ torch.cat([keys_a, keys_b]).T  # (2B, 2N)
         local = torch.arange(batch, device=z_a.device) + offset
         rows = torch.arange(2 * batch, device=z_a.device)
-        # An anchor is never its own negative.
-        logits[rows, torch.cat([local, local + total])] = float("-inf")
+        # An anchor is never its own negative (the fill value a device tensor: no host→device copy per step).
+        minus_inf = torch.full((), float("-inf"), dtype=logits.dtype, device=logits.device)
+        logits.index_put_((rows, torch.cat([local, local + total])), minus_inf)
         if memory is not None:
             memory = F.normalize(memory.detach(), dim=1).to(anchors.dtype)
             logits = torch.cat([logits, anchors @ memory.T], dim=1)  # (2B, 2N + K)
