@@ -45,6 +45,25 @@ def direct_features(encoder_file, folder, image_size=28):
         return torch.cat([encoder(transform(dataset[i][0])[None]) for i in range(len(dataset))]).numpy(), dataset
 
 
+def test_an_unreadable_file_keeps_its_row_with_nan_features(folder, encoder_file, tmp_path, capsys):
+    """Row i stays file i: a truncated file's row is NaN (never another image's features), the
+    others equal a direct forward, and the file is named in a warning."""
+    expected, _ = direct_features(encoder_file, folder)
+    bad = folder / "cats" / "05.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # truncated: PIL and torchvision both refuse it
+    out = tmp_path / "emb"
+    assert main(["embed", "--checkpoint", str(encoder_file), "--data", f"folder:{folder}", "--output", str(out),
+                 "--image-size", "28", "--chunk-size", "4", "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "emb.csv")))
+    bad_row = [r["path"] for r in rows].index("cats/05.png")
+    features = np.load(tmp_path / "emb.npy")
+    assert np.isnan(features[bad_row]).all()
+    good = [i for i in range(len(rows)) if i != bad_row]
+    np.testing.assert_allclose(features[good], expected[good], atol=1e-5, rtol=0)
+    warning = [line for line in capsys.readouterr().err.splitlines() if "NaN" in line]
+    assert len(warning) == 1 and "cats/05.png (OSError: image file is truncated" in warning[0]
+
+
 def test_embed_writes_one_row_per_image_matching_a_direct_forward(folder, encoder_file, tmp_path, capsys):
     out = tmp_path / "emb"
     assert main(["embed", "--checkpoint", str(encoder_file), "--data", f"folder:{folder}", "--output", str(out),

@@ -11,6 +11,9 @@ chunk (memory stays one chunk, for folders of millions of files):
 * ``<output>.csv``: ``index,path[,label,class]`` (relative paths; labels when the folder has
   class sub-folders);
 * ``<output>.parquet`` with ``format="parquet"`` (needs pyarrow): the same columns plus ``feature``.
+
+A file that cannot be read (truncated, empty, not an image, over the pixel limit) keeps its row
+with NaN features, so that row ``i`` is always file ``i``; each is named in a warning line.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +30,38 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from selfsup.data import FolderDataset, TransformDataset
+from selfsup.data import FolderDataset
+from selfsup.data.images import UnreadableImage
 from selfsup.errors import ConfigError
 from selfsup.export import write_json
 from selfsup.io import atomic_write_text, atomic_write_to
 
 FORMATS = ("npy", "parquet")
 MANIFEST = "manifest.json"
+
+log = logging.getLogger(__name__)
+
+
+class _RowPerFile(Dataset):
+    """``(image, label, readable)`` of file ``i`` through ``transform``; an unreadable file gives a
+    blank image and ``readable=False`` (its row gets NaN features, never another file's)."""
+
+    def __init__(self, dataset: FolderDataset, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.dataset, self.transform = dataset, transform
+        self.blank = transform(torch.zeros(dataset.info.num_channels, 8, 8, dtype=torch.uint8))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            image, label = self.dataset[i]
+        except UnreadableImage as error:
+            log.warning("embed: cannot read %s (%s); its row %d gets NaN features", error.path, error.reason, i)
+            return self.blank, -1 if self.dataset.labels is None else int(self.dataset.labels[i]), False
+        return self.transform(image), label, True
 
 
 @dataclass
@@ -100,12 +127,14 @@ def write_embeddings(
     try:
         for k in todo:
             start, stop = k * chunk_size, min((k + 1) * chunk_size, num_images)
-            loader = DataLoader(Subset(TransformDataset(dataset, transform), range(start, stop)), batch_size=batch_size,
+            loader = DataLoader(Subset(_RowPerFile(dataset, transform), range(start, stop)), batch_size=batch_size,
                                 num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
             features, labels = [], []
-            for images, targets in loader:
+            for images, targets, readable in loader:
                 with torch.inference_mode():
-                    features.append(encoder(images.to(device, non_blocking=True)).float().cpu().numpy())
+                    rows_of_batch = encoder(images.to(device, non_blocking=True)).float().cpu().numpy()
+                rows_of_batch[~readable.numpy()] = np.nan
+                features.append(rows_of_batch)
                 labels.append(np.asarray(targets, dtype=np.int64))
                 bar.update(len(images))
             rows = io.StringIO()
