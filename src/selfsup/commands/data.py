@@ -19,7 +19,10 @@ EXIT_ALL_READABLE, EXIT_SOME_UNREADABLE = 0, 1
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="check a dataset's files before training (selfsup data check folder:PATH)")
+    p = subparsers.add_parser("data", help="check a dataset's files before training (selfsup data check folder:PATH)",
+                              description="Tools for the files of a dataset. `selfsup data check folder:PATH` decodes "
+                              "every image in parallel and lists the ones training would skip (or stop at, with "
+                              "on_bad_image=error), without training.")
     actions = p.add_subparsers(dest="data_command", required=True)
     c = actions.add_parser(
         "check", help="decode every image of folder:PATH in parallel and list the unreadable ones",
