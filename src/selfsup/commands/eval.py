@@ -113,10 +113,13 @@ def _load_eval_encoder(args: argparse.Namespace, num_channels: int):
         raise SelfSupError(f"the encoder takes {takes}-channel images but '{args.data}' has {num_channels}")
     if args.image_size is None and loaded.config:  # the resolution the encoder was trained at
         args.image_size = loaded.config.get("views", {}).get("image_size")
-    if args.device == "cpu":  # as in training, for every protocol: autotuned 3×3 convolutions
-        from selfsup.ops import use_winograd
+    if args.device == "cpu":  # as in training, for every protocol: autotuned 3×3 convolutions, and the
+        # allocator tuned for the large activations of feature extraction and fine-tuning (only now
+        # that the inputs are known to be good: a refused file gets its one error line alone).
+        from selfsup.ops import tune_cpu_allocator, use_winograd
 
         use_winograd(loaded.encoder, autotune=True)
+        tune_cpu_allocator()
     return loaded
 
 
@@ -136,10 +139,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from selfsup.evaluation.subsets import balanced_subset
     from selfsup.evaluation.suite import EvalSettings
 
-    if args.device == "cpu":  # feature extraction and fine-tuning allocate large activations too
-        from selfsup.ops import tune_cpu_allocator
-
-        tune_cpu_allocator()
     if args.protocol == "dense":
         return _cmd_eval_dense(args)
     train_set = load_dataset(args.data, "train", args.data_dir)
