@@ -62,3 +62,16 @@ def test_lightning_banner_and_adverts_are_dropped_unless_verbose():
         rank_zero.removeHandler(handler)
         rank_zero.setLevel(level)
         _configure_logging(verbose=False)
+
+
+def test_repeated_main_calls_keep_one_log_handler(capsys):
+    """main() in one process again and again (tests, notebooks): one selfsup handler, on the
+    current stderr, never an earlier (closed) one that prints 'Logging error' tracebacks."""
+    import logging
+
+    for _ in range(3):
+        _configure_logging(False)
+    handlers = [h for h in logging.getLogger("selfsup").handlers if h.get_name() == "selfsup-cli"]
+    assert len(handlers) == 1
+    logging.getLogger("selfsup.test").warning("once")
+    assert capsys.readouterr().err.count("WARNING once") == 1

@@ -26,12 +26,20 @@ class _DropLightningChatter(logging.Filter):
         return not str(record.getMessage()).startswith(LIGHTNING_CHATTER)
 
 
+CLI_HANDLER = "selfsup-cli"
+
+
 def _configure_logging(verbose: bool) -> None:
     """selfsup's own messages to stderr; Lightning keeps its handler, minus its banner and sales
     tips (all of it with ``-v``)."""
-    handler = logging.StreamHandler()
+    handler = logging.StreamHandler()  # today's sys.stderr
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.set_name(CLI_HANDLER)
     logger = logging.getLogger("selfsup")
+    # One handler however often main() runs in a process (tests, notebooks): an earlier one may
+    # hold a stream that is closed by now.
+    for earlier in [h for h in logger.handlers if h.get_name() == CLI_HANDLER]:
+        logger.removeHandler(earlier)
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
