@@ -122,8 +122,8 @@ fi
 left=$(( BUDGET - $(elapsed) - 15 ))
 if [ "$SMOKE" != 1 ] && (( left >= 30 )) && "$PY" -c "import pytest" 2>/dev/null; then
   echo "== CUDA tests (timeout ${left}s, at $(elapsed)s)" >>"$LOG"
-  timeout -k 5 "$left" "$PY" -m pytest -q -p no:cacheprovider -m "not slow" tests/test_gpu_path.py \
-    tests/test_batched_views.py tests/test_eval_memory.py -k "side_stream or cuda" >>"$LOG" 2>&1
+  timeout -k 5 "$left" "$PY" -m pytest -q -p no:cacheprovider -m "not slow" tests/engine/test_gpu_path.py \
+    tests/transforms/test_batched_views.py tests/evaluation/test_eval_memory.py -k "side_stream or cuda" >>"$LOG" 2>&1
   echo "== CUDA tests: exit $?" >>"$LOG"
 fi
 

@@ -37,12 +37,12 @@ ROWS: List[Tuple[str, int, str, str]] = [
     # Five files planted in one folder (truncated JPEG, empty PNG, text named .jpg, two PNG headers
     # over the pixel limit); the test passes only if training skips exactly those five.
     ("bad image files skipped by a training run (planted per case: 5)", 5,
-     "tests/test_bad_images.py", "test_train_skips_planted_files_and_lists_them_once"),
+     "tests/data/test_bad_images.py", "test_train_skips_planted_files_and_lists_them_once"),
     ("bad image files listed by `selfsup data check` (planted per case: 5)", 5,
-     "tests/test_bad_images.py", "test_data_check_lists_exactly_the_planted_files"),
+     "tests/data/test_bad_images.py", "test_data_check_lists_exactly_the_planted_files"),
 ]
 SOAK = ("kill -9 at random moments, resumed bit-exactly with complete logs (20 per case)", 20,
-        "tests/test_kill_soak.py", "test_twenty_kill_nines_then_resume_match_an_uninterrupted_run")
+        "tests/engine/test_kill_soak.py", "test_twenty_kill_nines_then_resume_match_an_uninterrupted_run")
 
 
 def run(rows: List[Tuple[str, int, str, str]], slow: bool) -> Dict[str, Counter]:

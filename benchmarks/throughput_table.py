@@ -138,7 +138,7 @@ def summary(rows: List[Dict]) -> List[str]:
         f"{effect(large_winograd['full_img_per_s'] / large_direct['full_img_per_s'])} and the `resnet18-tiny` one "
         f"{effect(tiny_winograd['full_img_per_s'] / tiny_direct['full_img_per_s'])} against direct. "
         f"Each setting is tested to leave the "
-        f"numbers as they were (tests/test_speedups.py, tests/test_winograd.py). The full-width ResNet-18 trains at "
+        f"numbers as they were (tests/ops/test_speedups.py, tests/ops/test_winograd.py). The full-width ResNet-18 trains at "
         f"{large['full_img_per_s']:.0f} img/s on these cores, which is why the CPU default is `resnet18-tiny` "
         f"(`benchmarks/backbones.py` compares the candidates).",
     ]

@@ -6,14 +6,8 @@ import torch
 from selfsup.transforms.pretext import centre_region_mask, erode_mask, random_rectangles_mask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These tensors are tiny: a second intra-op thread only adds synchronisation, which on a
-    busy machine costs more than the work (measured 30× slower wall time with 2 threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: a second intra-op thread only adds synchronisation (conftest.single_thread).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def gen(seed: int = 0) -> torch.Generator:

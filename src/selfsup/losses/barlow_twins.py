@@ -19,7 +19,7 @@ the *global* batch. Each process therefore
 Every process then holds the same ``C`` and the same loss; the ``all_reduce`` backward sums the
 processes' (identical) upstream gradients, i.e. ``world_size × ∂L/∂(local rows)``, and DDP's
 average over processes divides that factor away again: the update equals one process training
-on the global batch (checked by ``tests/test_noncontrastive.py``).
+on the global batch (checked by ``tests/methods/test_noncontrastive.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ two halves that compose to exactly :class:`~selfsup.transforms.views.MultiViewTr
 
 The distribution of the views is therefore views.py's: the crop boxes and flips are drawn by the
 same torchvision code, and batched.py's photometric ops and parameters are tested against
-torchvision's (tests/test_batched_views.py, tests/test_folder_views.py).
+torchvision's (tests/transforms/test_batched_views.py, tests/transforms/test_folder_views.py).
 
 Example:
     >>> crops = CropFlipViews(ViewConfig.simclr(image_size=224), info)      # in ViewDataset

@@ -26,13 +26,8 @@ from selfsup.transforms.color import (
     soft_encode_ab,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on a machine whose cores are busy, two threads measured ~30x slower here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: a second intra-op thread only adds synchronisation (conftest.single_thread).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 SHAPES = ("disc", "square", "triangle", "ring", "cross", "stripes")
@@ -285,7 +280,7 @@ def test_train_then_colorize_from_the_cli(tmp_path, capsys):
     assert "trained with method 'simclr'" in err and "colorization or split-brain" in err and len(err.splitlines()) == 1
 
 
-RECIPES = Path(__file__).parents[1] / "src" / "selfsup" / "configs"
+RECIPES = Path(__file__).parents[2] / "src" / "selfsup" / "configs"
 
 
 @pytest.mark.parametrize("recipe", ["cifar10/colorization", "imagenet/colorization", "folder/colorization",

@@ -44,7 +44,7 @@ def test_auto_splits_folder_views(shapes_folder: Path) -> None:
 
 def test_split_views_train_end_to_end(tmp_path: Path, monkeypatch) -> None:
     from conftest import write_image_folder
-    from test_engine import tiny_config
+    from engine.test_engine import tiny_config
 
     data = tmp_path / "data"
     for split, per_class in (("train", 12), ("test", 4)):  # each class its own image size, as photos vary

@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 
 from selfsup.cli import main
-from test_export import fake_run
+from export.test_export import fake_run
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Use your encoder elsewhere"
 
 

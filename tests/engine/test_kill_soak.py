@@ -6,7 +6,7 @@ uninterrupted run's, and so do the final weights), that every ``.ckpt`` present 
 loads (weights-only), that a kill leaves no partial file other than the atomic writer's hidden
 ``.*.tmp`` (removed by the next start), and that the logs are complete: ``metrics.csv`` of the
 killed run holds the same rows (steps, epochs, losses) as the uninterrupted run's.
-Slow (a few minutes): ``pytest -m slow tests/test_kill_soak.py``.
+Slow (a few minutes): ``pytest -m slow tests/engine/test_kill_soak.py``.
 """
 
 import csv
@@ -23,11 +23,11 @@ import pytest
 import torch
 
 from selfsup.io import load_torch_file
-from test_resume_workers import write_mixed_folder
+from engine.test_resume_workers import write_mixed_folder
 
 KILLS = 20
 EPOCHS = 50
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 ATOMIC_TEMP = re.compile(r"^\..+\.ckpt\..+\.tmp$")  # selfsup.engine.checkpoint.atomic_torch_save's temporaries
 
 

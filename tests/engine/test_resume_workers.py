@@ -14,7 +14,7 @@ from PIL import Image
 
 from selfsup.data import EpochShuffleSampler, ViewDataset, load_dataset
 from selfsup.engine import train
-from test_engine import CrashAfterFirstEpoch, _weights, tiny_config
+from engine.test_engine import CrashAfterFirstEpoch, _weights, tiny_config
 
 
 def write_mixed_folder(root: Path, per_class: int = 12, seed: int = 0) -> Path:

@@ -17,7 +17,7 @@ from selfsup.cli import build_parser
 from selfsup.commands.train import build_train_config
 from selfsup.engine.trainer import resume_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SBATCH = ROOT / "examples" / "slurm" / "train.sbatch"
 TORCHRUN = ROOT / "examples" / "torchrun.sh"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

@@ -21,13 +21,8 @@ from selfsup.methods import DataSpec, Progress, build_backbone_for, build_method
 from selfsup.methods.video_colorization import VideoColorization, attention_copy, kmeans, minibatch_kmeans_update_
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on a machine whose cores are busy, two threads measured ~30x slower here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: a second intra-op thread only adds synchronisation (conftest.single_thread).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def write_moving_square_videos(root: Path, videos: int = 3, frames: int = 8, size: int = 32, side: int = 10,

@@ -6,7 +6,7 @@ the engine's batched pipeline, the engine's optimizer and warm-up + cosine sched
 keys (old checkpoints must load) are compared with values recorded before the house-keeping of
 issue 17 (applications moved to ``selfsup.apps``, one schedule module, one MLP builder).
 
-The recorded values were produced by ``PYTHONPATH=src python tests/test_numerics_unchanged.py``
+The recorded values were produced by ``PYTHONPATH=src python tests/methods/test_numerics_unchanged.py``
 on commit 6ac9df5 (before the refactor), torch 2.14.1 CPU, one thread. The tolerance is 1e-6
 relative because BLAS kernels can differ across machines; on that machine the values were equal
 to the last digit.
@@ -82,18 +82,11 @@ RECORDED = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    """The recorded values came from one thread: with two, oneDNN/BLAS split their sums
-    differently and the values move by ~1e-6 relative (measured: barlow-twins, simsiam, vicreg)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
+# The recorded values came from one thread: with two, oneDNN/BLAS split their sums differently
+# and the values move by ~1e-6 relative (measured: barlow-twins, simsiam, vicreg).
+@pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize("name", sorted(RECORDED))
-def test_three_steps_give_the_recorded_losses_and_weights(name, one_thread):
+def test_three_steps_give_the_recorded_losses_and_weights(name):
     losses, checksum, keys = train_three_steps(name)
     want_losses, want_checksum, want_keys = RECORDED[name]
     assert keys == want_keys, "state-dict keys changed: old checkpoints would no longer load"

@@ -17,7 +17,7 @@ from selfsup.methods.byol import BYOL
 from selfsup.methods.simsiam import SimSiam
 from selfsup.methods.vicreg import VICReg
 
-RECIPES = Path(__file__).resolve().parents[1] / "src" / "selfsup" / "configs"
+RECIPES = Path(__file__).resolve().parents[2] / "src" / "selfsup" / "configs"
 NAMES = ("byol", "simsiam", "vicreg", "barlow-twins")
 
 

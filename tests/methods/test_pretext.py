@@ -17,14 +17,8 @@ from selfsup.methods.rotation import Rotation
 from selfsup.transforms.pretext import greedy_permutation_set
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These tensors are tiny: a second intra-op thread only adds synchronisation, which on a
-    busy machine costs more than the work (measured 30× slower wall time with 2 threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: a second intra-op thread only adds synchronisation (conftest.single_thread).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_backbone(in_channels: int = 1) -> nn.Module:
@@ -227,7 +221,7 @@ def test_recipes_load_with_valid_method_and_view_settings(name, data):
     from selfsup.engine.trainer import resolve_views
     from selfsup.methods import METHODS
 
-    recipe = Path(__file__).resolve().parents[1] / "src" / "selfsup" / "configs" / data / f"{name}.yaml"
+    recipe = Path(__file__).resolve().parents[2] / "src" / "selfsup" / "configs" / data / f"{name}.yaml"
     config = make_config(files=[recipe])
     assert config.method == name
     METHODS.get(name).make_config(config.method_args)  # unknown keys or bad values raise ConfigError

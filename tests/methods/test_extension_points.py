@@ -21,7 +21,7 @@ from selfsup.methods import METHODS, SimCLR
 from selfsup.methods.momentum import ema_update_, frozen_copy
 from selfsup.schedules import cosine
 
-from test_engine import tiny_config
+from engine.test_engine import tiny_config
 
 
 class GrayEncoder(nn.Module):

@@ -26,10 +26,10 @@ from selfsup.engine.lifecycle import ABSENT, config_changes, is_resumable
 from selfsup.engine.run_lock import LOCK_NAME, RunLock, launched_rank
 from selfsup.errors import ConfigError, SelfSupError, TrainingDiverged
 
-from test_cli import TINY
-from test_engine import CrashAfterFirstEpoch, tiny_config
+from commands.test_cli import TINY
+from engine.test_engine import CrashAfterFirstEpoch, tiny_config
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def run_cli(capsys, *argv):

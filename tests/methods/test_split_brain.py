@@ -13,16 +13,11 @@ from selfsup.methods import DataSpec, Progress, build_backbone_for, build_method
 from selfsup.methods.split_brain import SplitBrain, with_input_channels
 from selfsup.transforms.color import lab_to_rgb, lightness_bin_centers, quantize_lightness
 
-from test_colorization import colour_batch
+from methods.test_colorization import colour_batch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on a machine whose cores are busy, two threads measured ~30x slower here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: a second intra-op thread only adds synchronisation (conftest.single_thread).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_split_brain(**config) -> SplitBrain:

@@ -176,7 +176,7 @@ def test_evaluation_keeps_a_data_limit_that_in_memory_features_overrun(tmp_path)
     path must finish under a cap 76 MB above the warmed-up process, where the in-RAM path (82 MB of
     features alone) fails. (64 MB left the disk-backed path too little slack for the allocator: flaky.)"""
     env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(BIG_RUN), str(Path(__file__).parent)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
