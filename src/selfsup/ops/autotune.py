@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +29,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from selfsup.io import FileWriteError, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ class Choice:
         return self.fast_ms < self.direct_ms
 
 
-def _best_ms(call: Callable[[], object], repeats: int) -> float:
+def best_ms(call: Callable[[], object], repeats: int) -> float:
+    """Milliseconds of the fastest of ``repeats`` calls, after one warm-up call."""
     call()  # warm-up: first-touch of buffers, oneDNN primitive creation
     best = float("inf")
     for _ in range(repeats):
@@ -112,8 +114,8 @@ def measure(shape: LayerShape, repeats: int = 3) -> Tuple[float, float]:
         return lambda: torch.autograd.grad(conv(leaf_x, leaf_w), (leaf_x, leaf_w), grad)
 
     with torch.enable_grad() if shape.backward else torch.no_grad():
-        direct = _best_ms(step(lambda a, b: F.conv2d(a, b, padding=1)), repeats)
-        ours = _best_ms(step(fast), repeats)
+        direct = best_ms(step(lambda a, b: F.conv2d(a, b, padding=1)), repeats)
+        ours = best_ms(step(fast), repeats)
     return direct, ours
 
 
@@ -187,11 +189,8 @@ class ConvolutionAutotuner:
                     entries = {**json.loads(path.read_text()).get("choices", {}), **entries}
                 except (OSError, ValueError):
                     pass
-            fd, partial = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": CACHE_VERSION, "choices": entries}, f, indent=1)
-            os.replace(partial, path)
-        except OSError as error:  # an unwritable cache costs a re-measurement next run, nothing else
+            atomic_write_json(path, {"version": CACHE_VERSION, "choices": entries}, indent=1)
+        except (OSError, FileWriteError) as error:  # an unwritable cache costs a re-measurement next run, nothing else
             log.warning("cannot write the convolution autotune cache %s: %s", path, error)
 
     def choice(self, shape: LayerShape) -> Choice:

@@ -18,14 +18,14 @@ import copy
 import hashlib
 import json
 import logging
-import os
-import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from selfsup.io import FileWriteError, atomic_write_json
+from selfsup.ops.autotune import best_ms
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,7 @@ def _step_ms(model: nn.Module, example: torch.Tensor, bf16: bool, repeats: int) 
         out = out[0] if isinstance(out, (tuple, list)) else out
         out.float().sum().backward()
 
-    step()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    return 1e3 * best
+    return best_ms(step, repeats)
 
 
 def probe_bf16(backbone: nn.Module, input_shape: Sequence[int], channels_last: bool = True,
@@ -109,12 +103,9 @@ def resolve_precision(precision: str, on_cpu: bool, backbone: Optional[nn.Module
         timings, source = probe(backbone, input_shape, channels_last=channels_last), "measured"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, partial = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"float32_ms": timings[0], "bf16_ms": timings[1], "input_shape": list(input_shape),
-                           "description": description}, f)
-            os.replace(partial, path)
-        except OSError as error:
+            atomic_write_json(path, {"float32_ms": timings[0], "bf16_ms": timings[1], "input_shape": list(input_shape),
+                                     "description": description}, indent=None, sort_keys=False)
+        except (OSError, FileWriteError) as error:
             log.warning("cannot write the precision probe cache %s: %s", path, error)
     float32_ms, bf16_ms = timings
     chosen = BF16 if float32_ms >= REQUIRED_SPEEDUP * bf16_ms else FLOAT32
