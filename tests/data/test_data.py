@@ -107,6 +107,30 @@ def test_folder_labelled(tmp_path: Path) -> None:
     assert label == 0 and image.shape == (3, 5, 7) and image.dtype == torch.uint8
 
 
+def test_folder_labels_survive_spawn_pickling(tmp_path: Path) -> None:
+    """DDP's spawn pickles the dataset with torch's reducers, which move tensors to shared memory.
+
+    A numpy view of ``labels`` kept for fast indexing then pointed at freed memory: every process
+    read garbage labels (a 2-CPU DDP run failed with "Target 140526552554688 is out of bounds").
+    """
+    import io
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  registers torch's reducers with ForkingPickler
+
+    for k in range(40):
+        write_png(tmp_path / f"class{k % 4}" / f"{k}.png", value=k)
+    ds = load_dataset(f"folder:{tmp_path}")
+    expected = [k // 10 for k in range(40)]
+    buffer = io.BytesIO()
+    ForkingPickler(buffer, pickle.HIGHEST_PROTOCOL).dump(ds)
+    _ = [torch.randn(4096) for _ in range(64)]  # reuse whatever memory the move freed
+    copy = pickle.loads(buffer.getvalue())
+    assert [ds[i][1] for i in range(40)] == expected
+    assert [copy[i][1] for i in range(40)] == expected
+
+
 def test_folder_rgb_and_gray_channels(tmp_path: Path) -> None:
     write_png(tmp_path / "rgb" / "x" / "a.png", value=10, size=(10, 12))
     write_png(tmp_path / "rgb" / "x" / "b.png", "L", size=(9, 8), value=200)

@@ -38,7 +38,9 @@ def test_tuned_allocator_reuses_freed_pages_instead_of_faulting_them_in_again(fr
     assert int(faults) > 5 * pages  # glibc mmaps and unmaps the block: every page faults each time
     state, faults = fresh_python(FAULTS, "tuned").split()
     assert state == "tuned"
-    assert int(faults) < pages, faults  # less than one step's worth in ten steps
+    # At most a few steps' worth in ten (the heap may still move once on a busy machine: one CI run
+    # faulted exactly one step's pages); the system allocator faults all ten.
+    assert int(faults) < 3 * pages, faults
 
 
 @pytest.mark.parametrize("name, value, reason", [

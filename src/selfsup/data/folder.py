@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from torchvision.transforms.v2.functional import pil_to_tensor
 
@@ -46,8 +47,10 @@ class FolderDataset(ImageDataset):
         if classes:
             per_class = [list_images(root / c) for c in classes]
             self.files = PathList(f for files in per_class for f in files)
-            self.labels = torch.tensor([k for k, files in enumerate(per_class) for _ in files], dtype=torch.int64)
-            self._label_array = self.labels.numpy()  # numpy indexing is ~20x cheaper than a tensor's
+            # numpy indexing is ~20x cheaper than a tensor's. The array owns its memory: a view of
+            # ``self.labels`` would dangle once DDP's spawn pickling moves the tensor to shared memory.
+            self._label_array = np.array([k for k, files in enumerate(per_class) for _ in files], dtype=np.int64)
+            self.labels = torch.tensor(self._label_array)
         else:
             self.files = PathList(list_images(root))
             self.labels = None
