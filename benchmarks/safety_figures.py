@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from _markdown import replace_block  # noqa: E402
 
 # (what, how many per passing test case, test file, test function): the cases that count.
 ROWS: List[Tuple[str, int, str, str]] = [
@@ -83,12 +84,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        path = Path(args.write)
-        text, count = re.subn(r"<!-- SAFETY -->.*?<!-- /SAFETY -->", lambda _: f"<!-- SAFETY -->\n{table}\n<!-- /SAFETY -->",
-                              path.read_text(), flags=re.S)
-        if count != 1:
-            raise SystemExit(f"{path}: needs one <!-- SAFETY --> … <!-- /SAFETY --> block, found {count}")
-        path.write_text(text)
+        replace_block(Path(args.write), "SAFETY", table)
     return 0 if ok else 1
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _markdown import replace_block  # noqa: E402
 from _timing import MIN_ROUNDS, MIN_STEPS, MIN_WARMUP, fmt, pooled, rate  # noqa: E402
 
 SCRIPT = Path(__file__).parent / "throughput.py"
@@ -170,17 +170,6 @@ def render(measured: Dict) -> str:
     return "\n".join(lines + [""] + summary(rows))
 
 
-def write_block(path: Path, block: str) -> None:
-    text = path.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{path} has no {BEGIN} … {END} block to replace")
-    new = pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", text)
-    from selfsup.io import atomic_write_text
-
-    atomic_write_text(path, new)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=MIN_STEPS)
@@ -205,7 +194,7 @@ def main(argv=None) -> int:
     block = render(measured)
     print(block)
     if args.write:
-        write_block(Path(args.write), block)
+        replace_block(Path(args.write), "THROUGHPUT", block)
     return 0
 
 
