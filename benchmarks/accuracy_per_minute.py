@@ -41,6 +41,7 @@ CANDIDATES: List[BenchEntry] = [
                ("epochs=3", *SIMCLR_01, "backbone=resnet18", "backbone_args={small_stem: true, stem_stride: 2, width: 0.5}")),
     BenchEntry("vicreg", "vicreg", ("epochs=6",)),
     BenchEntry("rotation", "rotation", ("epochs=4",)),
+    BenchEntry("rotation, 8 epochs", "rotation", ("epochs=8",)),
     BenchEntry("essl (simclr τ=0.1 + rotation of a 14-px crop)", "essl", ("epochs=6",)),
 ]
 

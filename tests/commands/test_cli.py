@@ -112,3 +112,23 @@ def test_resume_from_the_cli_extends_a_run(capsys, shapes_folder, tmp_path):
     assert "for 2 epochs (12 steps)" in out
     code, _, err = run(capsys, "train", "--resume", "--output-dir", str(tmp_path / "nothing"))
     assert code == 2 and "no checkpoint" in err
+
+
+def test_default_job_is_the_study_winner_per_dataset(tmp_path):
+    """`selfsup train` alone runs the Fashion-MNIST recipe of the accuracy-per-minute study's winner;
+    other data keep SimCLR; --method and a resumed run's own method win over the default."""
+    from selfsup.cli import build_parser
+    from selfsup.commands.train import build_train_config
+    from selfsup.config import DEFAULT_METHODS, make_config, recipe_path
+
+    def config(*argv):
+        return build_train_config(build_parser().parse_args(["train", *argv]))
+
+    for data, method in DEFAULT_METHODS.items():
+        assert recipe_path(data, method) is not None, f"default {method} has no {data} recipe"
+    default = config()
+    assert default.method == "rotation" and default.data == "fashion-mnist"
+    assert default == make_config(files=[recipe_path("fashion-mnist", "rotation")])  # the packaged recipe, as is
+    assert config("--method", "simclr").method == "simclr"
+    assert config("--data", f"folder:{tmp_path}").method == "simclr"
+    assert config("--data", "cifar10").method == "simclr"
